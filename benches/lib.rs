@@ -1,0 +1,1 @@
+//! Cross-crate benchmarks live under `benches/`; this library is empty on purpose.

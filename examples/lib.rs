@@ -1,0 +1,1 @@
+//! Runnable examples of embedding agentmesh crates; see the `[[example]]` targets.

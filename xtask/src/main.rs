@@ -1,0 +1,54 @@
+//! agentmesh's project automation, run as `cargo xtask <command>`.
+//!
+//! - `cargo xtask test`: the one test command (formatting, clippy with `-D warnings`, every
+//!   test in the workspace, the examples). CI runs exactly this.
+//! - `cargo xtask testnet`: the main job: start what exists of the mesh and drive it.
+//! - `cargo xtask tidy`: the architecture checks alone (crate layering, core purity).
+//!
+//! xtask keeps few dependencies on purpose: it must build fast on a fresh machine.
+
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+mod layers;
+mod testnet;
+mod util;
+
+use std::process::ExitCode;
+
+const USAGE: &str = "\
+usage: cargo xtask <command> [options]
+
+commands:
+  test      check formatting, run clippy (-D warnings), run every test and example
+  testnet   start what exists of the mesh on loopback and drive it (see README)
+  tidy      check crate layering and protocol-core purity from `cargo metadata`
+  help      print this message
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some((command, rest)) = args.split_first() else {
+        eprint!("{USAGE}");
+        return ExitCode::from(2);
+    };
+    let result = match command.as_str() {
+        "test" => util::run_test(rest),
+        "testnet" => testnet::run(rest),
+        "tidy" => layers::check_workspace().map(|report| println!("{report}")),
+        "help" | "--help" | "-h" => {
+            print!("{USAGE}");
+            Ok(())
+        }
+        other => {
+            eprintln!("unknown command {other:?}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask {command}: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

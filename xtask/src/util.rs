@@ -1,0 +1,117 @@
+//! Running commands, and `cargo xtask test`.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+
+/// The workspace root (the parent of this crate's directory).
+pub(crate) fn root() -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().map(PathBuf::from).unwrap_or(manifest)
+}
+
+/// The cargo that invoked us, so the pinned toolchain is used throughout.
+pub(crate) fn cargo() -> Command {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(root());
+    cmd
+}
+
+/// Runs `cmd` with inherited output, printing it first and its duration after.
+pub(crate) fn step(title: &str, mut cmd: Command) -> Result<()> {
+    println!("\n==> {title}");
+    #[allow(clippy::disallowed_methods)] // progress timing in a command-line tool
+    let started = Instant::now();
+    let status = cmd
+        .status()
+        .with_context(|| format!("could not start: {title}"))?;
+    let secs = started.elapsed().as_secs_f64();
+    if !status.success() {
+        bail!("step failed after {secs:.1}s ({status}): {title}");
+    }
+    println!("==> ok in {secs:.1}s: {title}");
+    Ok(())
+}
+
+fn has_nextest() -> bool {
+    cargo()
+        .args(["nextest", "--version"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+/// Examples that `cargo xtask test` runs to completion.
+pub(crate) const EXAMPLES: &[&str] = &["store_quickstart"];
+
+/// `cargo xtask test`.
+pub(crate) fn run_test(args: &[String]) -> Result<()> {
+    if let Some(unknown) = args.first() {
+        bail!("`cargo xtask test` takes no options (got {unknown:?})");
+    }
+    #[allow(clippy::disallowed_methods)] // progress timing in a command-line tool
+    let started = Instant::now();
+
+    let mut fmt = cargo();
+    fmt.args(["fmt", "--all", "--check"]);
+    step("cargo fmt --all --check", fmt)?;
+
+    let mut clippy = cargo();
+    clippy.args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--locked",
+        "--",
+        "-D",
+        "warnings",
+    ]);
+    step(
+        "cargo clippy --workspace --all-targets --locked -- -D warnings",
+        clippy,
+    )?;
+
+    if has_nextest() {
+        let mut nextest = cargo();
+        nextest.args([
+            "nextest",
+            "run",
+            "--workspace",
+            "--locked",
+            "--no-fail-fast",
+        ]);
+        step("cargo nextest run --workspace", nextest)?;
+        // nextest does not run doctests.
+        let mut doc = cargo();
+        doc.args(["test", "--workspace", "--locked", "--doc"]);
+        step("cargo test --workspace --doc", doc)?;
+    } else {
+        println!("(cargo-nextest not found: using cargo test)");
+        let mut test = cargo();
+        test.args(["test", "--workspace", "--locked", "--no-fail-fast"]);
+        step("cargo test --workspace", test)?;
+    }
+
+    for example in EXAMPLES {
+        let mut run = cargo();
+        run.args([
+            "run",
+            "--quiet",
+            "--locked",
+            "-p",
+            "mesh-examples",
+            "--example",
+            example,
+        ]);
+        step(&format!("example {example}"), run)?;
+    }
+
+    println!(
+        "\nxtask test: all steps passed in {:.0}s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
