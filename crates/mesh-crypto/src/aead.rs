@@ -51,23 +51,28 @@ impl AeadKey {
     }
 
     /// Encrypts `plaintext`; returns ciphertext followed by the 16-byte tag.
-    pub fn seal(&self, nonce: &[u8; NONCE_LEN], aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
+    pub fn seal(&self, nonce: &[u8; NONCE_LEN], aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>> {
         let mut buf = Vec::with_capacity(plaintext.len() + TAG_LEN);
         buf.extend_from_slice(plaintext);
-        self.seal_in_place(nonce, aad, &mut buf);
-        buf
+        self.seal_in_place(nonce, aad, &mut buf)?;
+        Ok(buf)
     }
 
-    /// Encrypts `buf` in place and appends the tag.
-    pub fn seal_in_place(&self, nonce: &[u8; NONCE_LEN], aad: &[u8], buf: &mut Vec<u8>) {
-        // Only fails for inputs over 256 GiB, which a Vec on this platform cannot hold sensibly.
-        if self
-            .key
+    /// Encrypts `buf` in place and appends the tag. Fails only for inputs above the
+    /// algorithm's limit (256 GiB).
+    pub fn seal_in_place(
+        &self,
+        nonce: &[u8; NONCE_LEN],
+        aad: &[u8],
+        buf: &mut Vec<u8>,
+    ) -> Result<()> {
+        self.key
             .seal_in_place_append_tag(Nonce::assume_unique_for_key(*nonce), Aad::from(aad), buf)
-            .is_err()
-        {
-            buf.clear();
-        }
+            .map_err(|_| Error::TooLarge {
+                what: "AEAD plaintext",
+                len: buf.len() as u64,
+                max: 256 << 30,
+            })
     }
 
     /// Decrypts ciphertext-with-tag; fails if the key, nonce, aad or data do not match.
@@ -105,7 +110,7 @@ mod tests {
     fn round_trip_and_tamper() {
         let key = AeadKey::new(&[7; 32]);
         let n = nonce_from_counter(1);
-        let ct = key.seal(&n, b"aad", b"hello");
+        let ct = key.seal(&n, b"aad", b"hello").unwrap();
         assert_eq!(ct.len(), 5 + TAG_LEN);
         assert_eq!(key.open(&n, b"aad", &ct).unwrap(), b"hello");
         assert!(key.open(&n, b"aaD", &ct).is_err());
@@ -117,6 +122,9 @@ mod tests {
             assert!(key.open(&n, b"aad", &bad).is_err());
         }
         assert!(key.open(&n, b"", &[0; 3]).is_err());
-        assert_eq!(key.open(&n, b"", &key.seal(&n, b"", b"")).unwrap(), b"");
+        assert_eq!(
+            key.open(&n, b"", &key.seal(&n, b"", b"").unwrap()).unwrap(),
+            b""
+        );
     }
 }

@@ -64,7 +64,8 @@ impl BlsSecretKey {
         let mut salt = crate::kdf::sha256(&[b"BLS-SIG-KEYGEN-SALT-"]);
         loop {
             let mut okm = Zeroizing::new([0u8; 48]);
-            crate::kdf::hkdf_sha256(&salt, &[ikm, &[0u8]].concat(), &[&[0u8, 48]], &mut okm[..])?;
+            let ikm0 = Zeroizing::new([ikm, &[0u8]].concat());
+            crate::kdf::hkdf_sha256(&salt, &ikm0, &[&[0u8, 48]], &mut okm[..])?;
             // OS2IP(okm) mod r: reverse into a little-endian 64-byte buffer and reduce.
             let mut wide = Zeroizing::new([0u8; 64]);
             for (i, b) in okm.iter().rev().enumerate() {
@@ -311,8 +312,9 @@ pub fn fast_aggregate_verify(
 }
 
 /// Verifies an aggregate signature over distinct messages, one per signer. Fails if two
-/// messages are equal (the proof-of-possession scheme's `AggregateVerify` needs none, but we
-/// keep the basic scheme's check as defence in depth) or the list is empty.
+/// messages are equal (the proof-of-possession scheme's `AggregateVerify` does not require
+/// this, but the check keeps the function safe even for keys whose possession was never
+/// proven) or the list is empty.
 pub fn aggregate_verify(pairs: &[(BlsPublicKey, &[u8])], signature: &BlsSignature) -> Result<()> {
     if pairs.is_empty() {
         return Err(Error::Verify {

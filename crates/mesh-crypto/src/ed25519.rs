@@ -1,11 +1,20 @@
-//! Ed25519 signatures (RFC 8032), on `ed25519-dalek`.
+//! Ed25519 signatures (RFC 8032): signing on `ed25519-dalek`, verification on
+//! `curve25519-dalek` with one rule for single and batch checks.
 //!
-//! Verification is strict: non-canonical signatures and small-order ("weak") public keys are
-//! rejected, so a signature that verifies individually also verifies in a batch and vice
-//! versa. [`verify_batch`] checks many signatures at once and, when the batch fails, finds
-//! the first bad item by checking them one by one.
+//! Verification uses the cofactored equation `[8](sB - kA - R) = 0` that RFC 8032 §5.1.7
+//! permits, with strict encodings: `s` below the group order, `A` and `R` canonical point
+//! encodings, neither of small order. Single and batch verification apply the same equation
+//! to the same decoded values, so they accept exactly the same signatures — a requirement for
+//! consensus, where one replica may check a signature alone and another in a batch. (With the
+//! cofactorless equation, a signature whose `R` carries a small torsion component can pass a
+//! randomized batch and fail alone.)
 
-use ed25519_dalek::{Signer, Verifier as _};
+use curve25519_dalek::constants::ED25519_BASEPOINT_POINT;
+use curve25519_dalek::edwards::{CompressedEdwardsY, EdwardsPoint};
+use curve25519_dalek::scalar::Scalar;
+use curve25519_dalek::traits::{IsIdentity, VartimeMultiscalarMul};
+use ed25519_dalek::Signer;
+use ring::digest;
 use zeroize::Zeroizing;
 
 use crate::error::{Error, Result, array};
@@ -106,18 +115,16 @@ impl VerifyingKey {
         self.0.as_bytes()
     }
 
-    /// Verifies `signature` on `message` (strict: rejects malleable signatures).
+    /// Verifies `signature` on `message` (cofactored equation, strict encodings).
     pub fn verify(&self, message: &[u8], signature: &Signature) -> Result<()> {
-        let sig = ed25519_dalek::Signature::from_bytes(&signature.0);
-        self.0
-            .verify_strict(message, &sig)
-            .map_err(|_| Error::Verify { what: "Ed25519" })
-    }
-
-    /// Verifies with the cofactorless RFC 8032 equation only (used to cross-check batches).
-    fn verify_loose(&self, message: &[u8], signature: &Signature) -> bool {
-        let sig = ed25519_dalek::Signature::from_bytes(&signature.0);
-        self.0.verify(message, &sig).is_ok()
+        let d = Decoded::new(self, message, signature).ok_or(Error::Verify { what: "Ed25519" })?;
+        // [8](sB - kA - R) == 0
+        let check = EdwardsPoint::vartime_double_scalar_mul_basepoint(&-d.k, &d.a, &d.s) - d.r;
+        if check.mul_by_cofactor().is_identity() {
+            Ok(())
+        } else {
+            Err(Error::Verify { what: "Ed25519" })
+        }
     }
 
     /// The X25519 public key of the same secret (the birational map from Edwards to
@@ -153,6 +160,39 @@ impl Signature {
     }
 }
 
+/// A signature decoded for verification.
+struct Decoded {
+    a: EdwardsPoint,
+    r: EdwardsPoint,
+    s: Scalar,
+    k: Scalar,
+}
+
+impl Decoded {
+    /// Decodes and checks encodings; `None` if the signature is malformed.
+    fn new(key: &VerifyingKey, message: &[u8], signature: &Signature) -> Option<Self> {
+        let r_bytes: [u8; 32] = signature.0[..32].try_into().ok()?;
+        let s_bytes: [u8; 32] = signature.0[32..].try_into().ok()?;
+        let s = Option::<Scalar>::from(Scalar::from_canonical_bytes(s_bytes))?;
+        let r = CompressedEdwardsY(r_bytes).decompress()?;
+        if r.compress().to_bytes() != r_bytes || r.is_small_order() {
+            return None;
+        }
+        let mut h = digest::Context::new(&digest::SHA512);
+        h.update(&r_bytes);
+        h.update(key.as_bytes());
+        h.update(message);
+        let wide: [u8; 64] = h.finish().as_ref().try_into().ok()?;
+        let k = Scalar::from_bytes_mod_order_wide(&wide);
+        Some(Self {
+            a: key.0.to_edwards(),
+            r,
+            s,
+            k,
+        })
+    }
+}
+
 /// One item of a batch: who signed what.
 #[derive(Debug, Clone, Copy)]
 pub struct BatchItem<'a> {
@@ -164,57 +204,61 @@ pub struct BatchItem<'a> {
     pub signature: &'a Signature,
 }
 
-/// Verifies every item; on failure reports the first bad one.
+/// Verifies every item with one multi-scalar multiplication; on failure, checks items one by
+/// one to report the first bad one. Accepts exactly what [`VerifyingKey::verify`] accepts.
 ///
-/// Uses ed25519-dalek's randomized batch equation (about twice as fast per signature as one
-/// by one), then confirms each item with strict verification only when the batch fails, or
-/// when an item's signature is malleable (which the batch equation does not reject).
+/// The random weights are derived by hashing the whole batch (so they are unpredictable to
+/// whoever chose the signatures, and the check is deterministic).
 pub fn verify_batch(items: &[BatchItem<'_>]) -> Result<()> {
     if items.is_empty() {
         return Ok(());
     }
-    let messages: Vec<&[u8]> = items.iter().map(|i| i.message).collect();
-    let signatures: Vec<ed25519_dalek::Signature> = items
-        .iter()
-        .map(|i| ed25519_dalek::Signature::from_bytes(&i.signature.0))
-        .collect();
-    let keys: Vec<ed25519_dalek::VerifyingKey> = items.iter().map(|i| i.key.0).collect();
-    let batch_ok = ed25519_dalek::verify_batch(&messages, &signatures, &keys).is_ok();
-    if batch_ok && items.iter().all(|i| scalar_is_canonical(i.signature)) {
-        return Ok(());
-    }
-    for (index, item) in items.iter().enumerate() {
-        if item.key.verify(item.message, item.signature).is_err() {
-            return Err(Error::BatchVerify { index: Some(index) });
+    let find_bad = || {
+        let index = items
+            .iter()
+            .position(|i| i.key.verify(i.message, i.signature).is_err());
+        Err(Error::BatchVerify { index })
+    };
+    let mut decoded = Vec::with_capacity(items.len());
+    for item in items {
+        match Decoded::new(item.key, item.message, item.signature) {
+            Some(d) => decoded.push(d),
+            None => return find_bad(),
         }
     }
-    // Every item verifies on its own: the batch equation can only disagree through its
-    // randomization, which a valid set never triggers; report rather than accept silently.
-    if items
-        .iter()
-        .all(|i| i.key.verify_loose(i.message, i.signature))
-    {
+    let mut seed = digest::Context::new(&digest::SHA512);
+    seed.update(b"agentmesh/ed25519-batch/v1");
+    for (item, d) in items.iter().zip(&decoded) {
+        seed.update(&item.signature.0);
+        seed.update(item.key.as_bytes());
+        seed.update(d.k.as_bytes());
+    }
+    let seed = seed.finish();
+    let mut scalars = Vec::with_capacity(2 * items.len() + 1);
+    let mut points = Vec::with_capacity(2 * items.len() + 1);
+    let mut b_coeff = Scalar::ZERO;
+    for (i, d) in decoded.iter().enumerate() {
+        let mut zh = digest::Context::new(&digest::SHA512);
+        zh.update(seed.as_ref());
+        zh.update(&(i as u64).to_le_bytes());
+        let mut z = [0u8; 32];
+        z[..16].copy_from_slice(&zh.finish().as_ref()[..16]);
+        let z = Scalar::from_bytes_mod_order(z);
+        // z (sB - kA - R): accumulate -zR, -zkA, and zs on B.
+        b_coeff += z * d.s;
+        scalars.push(-z);
+        points.push(d.r);
+        scalars.push(-(z * d.k));
+        points.push(d.a);
+    }
+    scalars.push(b_coeff);
+    points.push(ED25519_BASEPOINT_POINT);
+    let sum = EdwardsPoint::vartime_multiscalar_mul(&scalars, &points);
+    if sum.mul_by_cofactor().is_identity() {
         Ok(())
     } else {
-        Err(Error::BatchVerify { index: None })
+        find_bad()
     }
-}
-
-/// Whether the signature's `s` half is below the group order (RFC 8032's malleability check).
-fn scalar_is_canonical(signature: &Signature) -> bool {
-    // l = 2^252 + 27742317777372353535851937790883648493, little-endian.
-    const L: [u8; 32] = [
-        0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9, 0xde,
-        0x14, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
-        0x00, 0x10,
-    ];
-    let s = &signature.0[32..];
-    for i in (0..32).rev() {
-        if s[i] != L[i] {
-            return s[i] < L[i];
-        }
-    }
-    false
 }
 
 #[cfg(test)]
@@ -256,6 +300,51 @@ mod tests {
             verify_batch(&[item]).is_err(),
             "batch must be as strict as single verification"
         );
+    }
+
+    /// R' = R + T for a small-order T: the cofactored equation gives the same answer alone and
+    /// in any batch, whatever the batch weights are.
+    #[test]
+    fn torsion_in_r_gets_the_same_answer_alone_and_in_any_batch() {
+        use curve25519_dalek::constants::EIGHT_TORSION;
+        let k = SigningKey::from_seed(&[4; 32]);
+        let vk = k.verifying_key();
+        let others: Vec<SigningKey> = (10..16u8)
+            .map(|i| SigningKey::from_seed(&[i; 32]))
+            .collect();
+        for t in &EIGHT_TORSION[1..] {
+            let sig = k.sign(b"m");
+            let r = CompressedEdwardsY(sig.0[..32].try_into().unwrap())
+                .decompress()
+                .unwrap();
+            let mut twisted = sig.0;
+            twisted[..32].copy_from_slice(&(r + t).compress().to_bytes());
+            let twisted = Signature(twisted);
+            let alone = vk.verify(b"m", &twisted).is_ok();
+            for n in 0..others.len() {
+                let vks: Vec<VerifyingKey> =
+                    others[..n].iter().map(SigningKey::verifying_key).collect();
+                let sigs: Vec<Signature> = others[..n].iter().map(|o| o.sign(b"x")).collect();
+                let mut items: Vec<BatchItem<'_>> = (0..n)
+                    .map(|i| BatchItem {
+                        key: &vks[i],
+                        message: b"x",
+                        signature: &sigs[i],
+                    })
+                    .collect();
+                items.push(BatchItem {
+                    key: &vk,
+                    message: b"m",
+                    signature: &twisted,
+                });
+                assert_eq!(
+                    verify_batch(&items).is_ok(),
+                    alone,
+                    "batch of {} disagrees",
+                    n + 1
+                );
+            }
+        }
     }
 
     #[test]

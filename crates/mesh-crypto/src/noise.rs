@@ -79,6 +79,7 @@ impl Dh for Dalek25519 {
         secret[..n].copy_from_slice(&privkey[..n]);
         self.public = X25519Secret::from_bytes(secret).public_key().0;
         self.secret = secret;
+        zeroize::Zeroize::zeroize(&mut secret);
     }
     fn generate(&mut self, rng: &mut dyn Random) -> std::result::Result<(), snow::Error> {
         let mut secret = [0u8; 32];

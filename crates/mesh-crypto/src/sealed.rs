@@ -30,6 +30,9 @@ pub const MAX_M_COST_KIB: u32 = 1024 * 1024;
 pub const MAX_T_COST: u32 = 64;
 /// The most lanes a sealed file may ask for.
 pub const MAX_PARALLELISM: u8 = 16;
+/// The most total work (memory in KiB times passes) a sealed file may ask for: 4 GiB-passes,
+/// a few seconds on one core.
+pub const MAX_COST: u64 = 4 * 1024 * 1024;
 
 /// Argon2id cost parameters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,6 +79,12 @@ impl SealParams {
             return Err(malformed(format!(
                 "t_cost {} outside 1..={MAX_T_COST}",
                 self.t_cost
+            )));
+        }
+        if u64::from(self.m_cost_kib) * u64::from(self.t_cost) > MAX_COST {
+            return Err(malformed(format!(
+                "cost {} KiB x {} passes above the limit of {MAX_COST} KiB-passes",
+                self.m_cost_kib, self.t_cost
             )));
         }
         if self.m_cost_kib < min_m || self.m_cost_kib > MAX_M_COST_KIB {
@@ -136,7 +145,7 @@ pub fn seal(secret: &[u8], passphrase: &[u8], params: SealParams) -> Result<Vec<
     out.extend_from_slice(&salt);
     out.extend_from_slice(&nonce);
     let key = params.derive(passphrase, &salt)?;
-    let sealed = AeadKey::new(&key).seal(&nonce, &out, secret);
+    let sealed = AeadKey::new(&key).seal(&nonce, &out, secret)?;
     out.extend_from_slice(&sealed);
     Ok(out)
 }

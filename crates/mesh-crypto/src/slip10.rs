@@ -16,7 +16,7 @@ pub const MAX_DEPTH: usize = 32;
 #[derive(Clone)]
 pub struct ExtendedKey {
     key: Zeroizing<[u8; 32]>,
-    chain_code: [u8; 32],
+    chain_code: Zeroizing<[u8; 32]>,
 }
 
 impl std::fmt::Debug for ExtendedKey {
@@ -37,13 +37,14 @@ impl ExtendedKey {
                 detail: format!("seed of {} bytes; use 16 to 64", seed.len()),
             });
         }
-        Ok(Self::split(&hmac_sha512(b"ed25519 seed", &[seed])))
+        let i = Zeroizing::new(hmac_sha512(b"ed25519 seed", &[seed]));
+        Ok(Self::split(&i))
     }
 
     fn split(i: &[u8; 64]) -> Self {
         let mut key = Zeroizing::new([0u8; 32]);
         key.copy_from_slice(&i[..32]);
-        let mut chain_code = [0u8; 32];
+        let mut chain_code = Zeroizing::new([0u8; 32]);
         chain_code.copy_from_slice(&i[32..]);
         Self { key, chain_code }
     }
@@ -52,7 +53,7 @@ impl ExtendedKey {
     pub fn child(&self, index: u32) -> Self {
         let index = index | HARDENED;
         let i = Zeroizing::new(hmac_sha512(
-            &self.chain_code,
+            &self.chain_code[..],
             &[&[0u8], &self.key[..], &index.to_be_bytes()],
         ));
         Self::split(&i)
@@ -99,7 +100,7 @@ impl ExtendedKey {
 
     /// The chain code.
     pub fn chain_code(&self) -> [u8; 32] {
-        self.chain_code
+        *self.chain_code
     }
 
     /// The Ed25519 signing key of this node.

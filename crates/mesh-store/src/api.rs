@@ -58,7 +58,7 @@ pub struct LogBounds {
 impl LogBounds {
     /// Number of records held.
     pub fn len(&self) -> u64 {
-        self.next - self.first
+        self.next.saturating_sub(self.first)
     }
 
     /// Whether the log holds no records.
@@ -81,8 +81,9 @@ pub trait Log: Send + Sync {
     fn get(&self, index: u64) -> Result<Option<Vec<u8>>>;
 
     /// Records from `from` onwards (clamped to `first`), at most `max_records` of them and
-    /// stopping before `max_bytes` is exceeded; at least one record is returned if any exists,
-    /// so a caller always makes progress.
+    /// stopping before `max_bytes` is exceeded. When `max_records` is at least 1, at least one
+    /// record is returned if any exists at or after `from`, however large, so a caller paging
+    /// through the log always makes progress.
     fn scan(&self, from: u64, max_records: usize, max_bytes: usize) -> Result<Vec<(u64, Vec<u8>)>>;
 
     /// The indices currently held.

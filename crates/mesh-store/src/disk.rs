@@ -26,7 +26,8 @@ use crate::record;
 
 const DB_FILE: &str = "store.redb";
 const BLOB_DIR: &str = "blobs";
-const LOG_META: TableDefinition<'static, &str, (u64, u64)> = TableDefinition::new("meta/logs");
+/// Log bounds: name -> sealed (first u64 LE, next u64 LE).
+const LOG_META: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("meta/logs");
 
 type LogTable<'a> = TableDefinition<'a, u64, &'static [u8]>;
 type KvTable<'a> = TableDefinition<'a, &'static [u8], &'static [u8]>;
@@ -90,6 +91,11 @@ impl DiskStore {
             )
         })?;
         let db = opened.map_err(|e| map_err(&path, "opening", e.into()))?;
+        // The engine syncs the file, not the directory entries that name it.
+        crate::fsblobs::sync_dir(&dir)?;
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            crate::fsblobs::sync_dir(parent)?;
+        }
         let blobs = FsBlobs::open(dir.join(BLOB_DIR))?;
         Ok(Self {
             inner: Arc::new(Inner {
@@ -138,9 +144,14 @@ impl Inner {
     }
 
     fn begin_write(&self) -> Result<redb::WriteTransaction> {
-        self.db
+        let mut txn = self
+            .db
             .begin_write()
-            .map_err(|e| self.err("starting a write", e))
+            .map_err(|e| self.err("starting a write", e))?;
+        // Stated, not assumed from the engine's default: Ok from a write means on disk.
+        txn.set_durability(redb::Durability::Immediate)
+            .map_err(|e| self.err("setting durability", e))?;
+        Ok(txn)
     }
 
     fn begin_read(&self) -> Result<redb::ReadTransaction> {
@@ -223,17 +234,30 @@ impl DiskLog {
 
     fn read_bounds(
         &self,
-        meta: &impl ReadableTable<&'static str, (u64, u64)>,
+        meta: &impl ReadableTable<&'static str, &'static [u8]>,
     ) -> Result<LogBounds> {
         let got = meta
             .get(self.name.as_str())
             .map_err(|e| self.inner.err("reading log bounds", e))?;
-        Ok(got
-            .map(|g| {
-                let (first, next) = g.value();
-                LogBounds { first, next }
-            })
-            .unwrap_or_default())
+        let Some(got) = got else {
+            return Ok(LogBounds::default());
+        };
+        let what = || format!("bounds of log {:?}", self.name);
+        let raw = self.inner.unseal(what, got.value())?;
+        let bounds = <[u8; 16]>::try_from(raw).ok().map(|b| {
+            let (first, next) = b.split_at(8);
+            LogBounds {
+                first: u64::from_le_bytes(first.try_into().unwrap_or_default()),
+                next: u64::from_le_bytes(next.try_into().unwrap_or_default()),
+            }
+        });
+        match bounds {
+            Some(b) if b.first <= b.next => Ok(b),
+            _ => Err(Error::corrupt(
+                &self.inner.path,
+                format!("{} are invalid", what()),
+            )),
+        }
     }
 
     fn write_bounds(
@@ -245,14 +269,11 @@ impl DiskLog {
             .open_table(LOG_META)
             .map_err(|e| self.inner.err("opening log bounds", e))?;
         let old = self.read_bounds(&meta)?;
-        if old.first > old.next {
-            return Err(Error::corrupt(
-                &self.inner.path,
-                format!("log {:?} has bounds {}..{}", self.name, old.first, old.next),
-            ));
-        }
         if let Some(new) = f(old)? {
-            meta.insert(self.name.as_str(), (new.first, new.next))
+            let mut raw = [0u8; 16];
+            raw[..8].copy_from_slice(&new.first.to_le_bytes());
+            raw[8..].copy_from_slice(&new.next.to_le_bytes());
+            meta.insert(self.name.as_str(), record::seal(&raw).as_slice())
                 .map_err(|e| self.inner.err("writing log bounds", e))?;
         }
         Ok(old)

@@ -1,10 +1,13 @@
 //! Content-addressed blobs as files: `<dir>/<first 2 hex digits>/<other 62 hex digits>`.
 //!
-//! A blob is written to `<dir>/tmp/`, synced, renamed into place and its directory synced,
-//! so a crash leaves either no blob or the whole blob; leftovers in `tmp/` are removed on
-//! open. Every read re-hashes the file and reports a mismatch as [`Error::Corrupt`].
+//! A blob is written to a fresh file in `<dir>/tmp/`, synced, renamed into place and its
+//! directory synced, so a crash leaves either no blob or the whole blob; leftovers in `tmp/`
+//! are removed on open. All 256 shard directories are created (and synced) at open, so a
+//! write never depends on a directory entry that is not yet durable. Every read re-hashes the
+//! file and reports a mismatch as [`Error::Corrupt`]; a `put` of content whose file is
+//! damaged rewrites it. One `FsBlobs` at a time may use a directory (`<dir>/LOCK`).
 
-use std::fs::{self, File};
+use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,21 +17,45 @@ use mesh_types::Digest;
 use crate::api::{Blobs, MAX_BLOB_LEN};
 use crate::error::{Error, Result};
 
+/// Distinguishes temporary files of all `FsBlobs` in this process.
+static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
 /// A directory of content-addressed blobs.
 #[derive(Debug)]
 pub struct FsBlobs {
     dir: PathBuf,
     tmp_dir: PathBuf,
-    tmp_counter: AtomicU64,
+    /// Held for the lifetime of the store: the advisory lock on `<dir>/LOCK`.
+    _lock: File,
+}
+
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io(dir, "syncing the directory", e))
+}
+
+fn hex_shard(i: u8) -> String {
+    format!("{i:02x}")
 }
 
 impl FsBlobs {
-    /// Opens (creating if needed) the blob directory `dir` and removes temporary files left by
-    /// an interrupted write.
+    /// Opens (creating if needed) the blob directory `dir`, takes its lock, and removes
+    /// temporary files left by an interrupted write.
     pub fn open(dir: impl Into<PathBuf>) -> Result<Self> {
         let dir = dir.into();
         let tmp_dir = dir.join("tmp");
         fs::create_dir_all(&tmp_dir).map_err(|e| Error::io(&tmp_dir, "creating", e))?;
+        let lock_path = dir.join("LOCK");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| Error::io(&lock_path, "opening the lock file", e))?;
+        lock.try_lock()
+            .map_err(|_| Error::Locked { path: dir.clone() })?;
+
         let entries = fs::read_dir(&tmp_dir).map_err(|e| Error::io(&tmp_dir, "listing", e))?;
         for entry in entries {
             let entry = entry.map_err(|e| Error::io(&tmp_dir, "listing", e))?;
@@ -36,10 +63,20 @@ impl FsBlobs {
             fs::remove_file(&path)
                 .map_err(|e| Error::io(&path, "removing a stale temporary", e))?;
         }
+        for i in 0..=255u8 {
+            let shard = dir.join(hex_shard(i));
+            if !shard.is_dir() {
+                fs::create_dir(&shard).map_err(|e| Error::io(&shard, "creating", e))?;
+            }
+        }
+        sync_dir(&dir)?;
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            sync_dir(parent)?;
+        }
         Ok(Self {
             dir,
             tmp_dir,
-            tmp_counter: AtomicU64::new(0),
+            _lock: lock,
         })
     }
 
@@ -55,51 +92,31 @@ impl FsBlobs {
     }
 
     fn write_new(&self, path: &Path, data: &[u8]) -> Result<()> {
-        let n = self.tmp_counter.fetch_add(1, Ordering::Relaxed);
-        let tmp = self.tmp_dir.join(format!("{}-{n}", std::process::id()));
+        let (tmp, mut f) = loop {
+            let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+            let tmp = self.tmp_dir.join(format!("{}-{n}", std::process::id()));
+            match OpenOptions::new().write(true).create_new(true).open(&tmp) {
+                Ok(f) => break (tmp, f),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(Error::io(&tmp, "creating", e)),
+            }
+        };
         let result = (|| {
-            let mut f = File::create(&tmp).map_err(|e| Error::io(&tmp, "creating", e))?;
             f.write_all(data)
                 .map_err(|e| Error::io(&tmp, "writing", e))?;
             f.sync_all().map_err(|e| Error::io(&tmp, "syncing", e))?;
             drop(f);
-            let shard = path.parent().unwrap_or(&self.dir);
-            if !shard.exists() {
-                fs::create_dir_all(shard).map_err(|e| Error::io(shard, "creating", e))?;
-                sync_dir(&self.dir)?;
-            }
             fs::rename(&tmp, path).map_err(|e| Error::io(path, "renaming into place", e))?;
-            sync_dir(shard)
+            sync_dir(path.parent().unwrap_or(&self.dir))
         })();
         if result.is_err() {
             let _ = fs::remove_file(&tmp);
         }
         result
     }
-}
 
-fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| Error::io(dir, "syncing the directory", e))
-}
-
-impl Blobs for FsBlobs {
-    fn put(&self, data: &[u8]) -> Result<Digest> {
-        if data.len() > MAX_BLOB_LEN {
-            return Err(Error::too_large("blob", data.len(), MAX_BLOB_LEN));
-        }
-        let id = Digest::of(data);
-        let path = self.path_of(&id);
-        match fs::metadata(&path) {
-            // Same name and size: the same content, unless damaged, which reads report.
-            Ok(m) if m.len() == data.len() as u64 => return Ok(id),
-            Ok(_) | Err(_) => self.write_new(&path, data)?,
-        }
-        Ok(id)
-    }
-
-    fn get(&self, id: &Digest) -> Result<Option<Vec<u8>>> {
+    /// Reads and verifies the file of `id`; `Ok(None)` if absent.
+    fn read_verified(&self, id: &Digest) -> Result<Option<Vec<u8>>> {
         let path = self.path_of(id);
         let mut file = match File::open(&path) {
             Ok(f) => f,
@@ -128,6 +145,34 @@ impl Blobs for FsBlobs {
         }
         Ok(Some(data))
     }
+}
+
+impl Blobs for FsBlobs {
+    fn put(&self, data: &[u8]) -> Result<Digest> {
+        if data.len() > MAX_BLOB_LEN {
+            return Err(Error::too_large("blob", data.len(), MAX_BLOB_LEN));
+        }
+        let id = Digest::of(data);
+        let path = self.path_of(&id);
+        match self.read_verified(&id) {
+            // Already held and intact: make sure it is durable (another writer may have
+            // renamed it into place and not yet synced), then acknowledge.
+            Ok(Some(_)) => {
+                File::open(&path)
+                    .and_then(|f| f.sync_all())
+                    .map_err(|e| Error::io(&path, "syncing", e))?;
+                sync_dir(path.parent().unwrap_or(&self.dir))?;
+            }
+            // Absent, or damaged: write it (replacing the damaged file).
+            Ok(None) | Err(Error::Corrupt { .. }) => self.write_new(&path, data)?,
+            Err(e) => return Err(e),
+        }
+        Ok(id)
+    }
+
+    fn get(&self, id: &Digest) -> Result<Option<Vec<u8>>> {
+        self.read_verified(id)
+    }
 
     fn contains(&self, id: &Digest) -> Result<bool> {
         let path = self.path_of(id);
@@ -152,16 +197,14 @@ impl Blobs for FsBlobs {
 
     fn list(&self) -> Result<Vec<Digest>> {
         let mut out = Vec::new();
-        let shards = fs::read_dir(&self.dir).map_err(|e| Error::io(&self.dir, "listing", e))?;
-        for shard in shards {
-            let shard = shard.map_err(|e| Error::io(&self.dir, "listing", e))?;
-            let shard_name = shard.file_name();
-            let Some(prefix) = shard_name.to_str().filter(|n| n.len() == 2) else {
-                continue;
+        for i in 0..=255u8 {
+            let prefix = hex_shard(i);
+            let shard_path = self.dir.join(&prefix);
+            let files = match fs::read_dir(&shard_path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(Error::io(&shard_path, "listing", e)),
             };
-            let shard_path = shard.path();
-            let files =
-                fs::read_dir(&shard_path).map_err(|e| Error::io(&shard_path, "listing", e))?;
             for file in files {
                 let file = file.map_err(|e| Error::io(&shard_path, "listing", e))?;
                 let name = file.file_name();
