@@ -10,7 +10,7 @@ use mesh_crypto::aead::{AeadKey, nonce_from_counter};
 use mesh_crypto::bls::{self, BlsSecretKey};
 use mesh_crypto::ed25519::{self, BatchItem, SigningKey};
 use mesh_crypto::noise::{Handshake, Pattern};
-use mesh_crypto::ratchet::RatchetAccount;
+use mesh_crypto::ratchet::SessionSetup;
 use mesh_crypto::x25519::X25519Secret;
 
 fn aead(c: &mut Criterion) {
@@ -97,14 +97,11 @@ fn bls(c: &mut Criterion) {
 }
 
 fn ratchet(c: &mut Criterion) {
-    let alice = RatchetAccount::new();
-    let mut bob = RatchetAccount::new();
-    let prekey = bob.generate_prekeys(1)[0];
-    let mut a = alice.open_session(&bob.identity_key(), &prekey).unwrap();
-    let first = a.encrypt(b"hello").unwrap();
-    let (mut b_session, _) = bob.accept_session(&alice.identity_key(), &first).unwrap();
-    let reply = b_session.encrypt(b"hi").unwrap();
-    a.decrypt(&reply).unwrap();
+    let alice = X25519Secret::from_bytes([1; 32]);
+    let bob = X25519Secret::from_bytes([2; 32]);
+    let (setup, m1) = SessionSetup::initiate(&alice, &bob.public_key()).unwrap();
+    let (mut b_session, _, m2) = SessionSetup::respond(&bob, &m1).unwrap();
+    let mut a = setup.finish(&m2).unwrap();
     let payload = vec![0x55u8; 1024];
     let mut g = c.benchmark_group("ratchet");
     g.throughput(Throughput::Elements(1));
@@ -112,6 +109,16 @@ fn ratchet(c: &mut Criterion) {
         b.iter(|| {
             let m = a.encrypt(black_box(&payload)).unwrap();
             b_session.decrypt(&m).unwrap()
+        })
+    });
+    // A conversation: every message answers the previous one, so every message takes a DH
+    // ratchet step (the worst case).
+    g.bench_function("ping_pong_1KiB_dh_step_each", |b| {
+        b.iter(|| {
+            let m = a.encrypt(black_box(&payload)).unwrap();
+            b_session.decrypt(&m).unwrap();
+            let r = b_session.encrypt(black_box(&payload)).unwrap();
+            a.decrypt(&r).unwrap()
         })
     });
     g.finish();

@@ -56,6 +56,18 @@ impl SigningKey {
         VerifyingKey(self.0.verifying_key())
     }
 
+    /// The X25519 secret of the same key: the clamped first half of SHA-512 of the seed, whose
+    /// public key is [`VerifyingKey::to_x25519`] (what `did:key` uses for key agreement).
+    pub fn to_x25519_secret(&self) -> crate::x25519::X25519Secret {
+        let h = digest::digest(&digest::SHA512, &self.0.to_bytes()[..]);
+        let mut k = Zeroizing::new([0u8; 32]);
+        k.copy_from_slice(&h.as_ref()[..32]);
+        k[0] &= 248;
+        k[31] &= 127;
+        k[31] |= 64;
+        crate::x25519::X25519Secret::from_bytes(*k)
+    }
+
     /// Signs `message`.
     pub fn sign(&self, message: &[u8]) -> Signature {
         Signature(self.0.sign(message).to_bytes())

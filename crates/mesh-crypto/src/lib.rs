@@ -11,7 +11,7 @@
 //! | [`ed25519`] | Ed25519 signatures (RFC 8032), strict verification, batch verification | `ed25519-dalek` |
 //! | [`bls`] | BLS12-381 signatures (min-pk, proof of possession), aggregation, signer bitmaps | `bls12_381` |
 //! | [`noise`] | Noise XX and IK handshakes and transport | `snow` + the above |
-//! | [`ratchet`] | Double Ratchet sessions with forward secrecy and post-compromise security | `vodozemac` (Olm) |
+//! | [`ratchet`] | the Signal Double Ratchet, seeded from a Noise IK handshake | the above |
 //! | [`sealed`] | passphrase-sealed key files: Argon2id + ChaCha20-Poly1305, versioned | `argon2` + `ring` |
 //! | [`slip10`] | SLIP-10 hardened Ed25519 key derivation | `ring` HMAC-SHA512 |
 //!

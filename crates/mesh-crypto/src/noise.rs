@@ -245,6 +245,24 @@ impl Handshake {
         h
     }
 
+    /// A 32-byte secret both sides of a finished handshake share, for keying another protocol
+    /// (the Double Ratchet): HKDF over both Noise split keys, salted with the handshake hash and
+    /// labelled with `label`.
+    pub fn shared_secret(&mut self, label: &[u8]) -> Result<zeroize::Zeroizing<[u8; 32]>> {
+        if !self.state.is_handshake_finished() {
+            return Err(Error::Noise {
+                detail: "the handshake is not finished".into(),
+            });
+        }
+        let (k1, k2) = self.state.dangerously_get_raw_split();
+        let mut ikm = zeroize::Zeroizing::new([0u8; 64]);
+        ikm[..32].copy_from_slice(&k1);
+        ikm[32..].copy_from_slice(&k2);
+        let mut out = zeroize::Zeroizing::new([0u8; 32]);
+        crate::kdf::hkdf_sha256(&self.handshake_hash(), &ikm[..], &[label], &mut out[..])?;
+        Ok(out)
+    }
+
     /// Turns a finished handshake into a transport.
     pub fn into_transport(self) -> Result<Transport> {
         let remote = self.remote_static();

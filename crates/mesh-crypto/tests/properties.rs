@@ -5,38 +5,35 @@
 
 use mesh_crypto::bls::{self, BlsSecretKey, SignerBitmap};
 use mesh_crypto::ed25519::SigningKey;
-use mesh_crypto::ratchet::{MAX_SKIPPED_KEYS, RatchetAccount, RatchetMessage, RatchetSession};
+use mesh_crypto::ratchet::{MAX_SKIP, RatchetSession, SessionSetup};
+use mesh_crypto::x25519::X25519Secret;
 use mesh_crypto::{Error, sealed};
 use proptest::prelude::*;
 
-fn session_pair() -> (RatchetSession, RatchetSession, RatchetMessage) {
-    let alice = RatchetAccount::new();
-    let mut bob = RatchetAccount::new();
-    let prekey = bob.generate_prekeys(1)[0];
-    let mut a = alice.open_session(&bob.identity_key(), &prekey).unwrap();
-    let first = a.encrypt(b"first").unwrap();
-    let (b, pt) = bob.accept_session(&alice.identity_key(), &first).unwrap();
-    assert_eq!(pt, b"first");
-    (a, b, first)
+fn session_pair() -> (RatchetSession, RatchetSession) {
+    let alice = X25519Secret::generate().unwrap();
+    let bob = X25519Secret::generate().unwrap();
+    let (setup, m1) = SessionSetup::initiate(&alice, &bob.public_key()).unwrap();
+    let (b, _, m2) = SessionSetup::respond(&bob, &m1).unwrap();
+    (setup.finish(&m2).unwrap(), b)
 }
 
 /// Decrypts `order`-permuted `messages`; each must decrypt once to its plaintext, and a
 /// second delivery must be refused as a replay.
 fn deliver(
     to: &mut RatchetSession,
-    messages: &[(Vec<u8>, RatchetMessage)],
+    messages: &[(Vec<u8>, Vec<u8>)],
     order: &[usize],
 ) -> Result<(), TestCaseError> {
     for &i in order {
         let (plain, msg) = &messages[i];
-        // Through the wire encoding, as a peer would receive it.
-        let msg = RatchetMessage::from_bytes(&msg.to_bytes()).unwrap();
-        prop_assert_eq!(&to.decrypt(&msg).unwrap(), plain);
+        prop_assert_eq!(&to.decrypt(msg).unwrap(), plain);
     }
     for &i in order {
         let is_replay = matches!(to.decrypt(&messages[i].1), Err(Error::Replay { .. }));
         prop_assert!(is_replay, "message {} accepted twice", i);
     }
+    prop_assert_eq!(to.skipped_keys(), 0, "every skipped key was used");
     Ok(())
 }
 
@@ -71,10 +68,10 @@ proptest! {
 
     #[test]
     fn ratchet_delivers_a_reordered_burst_exactly_once(
-        order in (1usize..=MAX_SKIPPED_KEYS).prop_flat_map(permutation),
+        order in (1usize..=200).prop_flat_map(permutation),
     ) {
-        let (mut a, mut b, _) = session_pair();
-        let burst: Vec<(Vec<u8>, RatchetMessage)> = (0..order.len())
+        let (mut a, mut b) = session_pair();
+        let burst: Vec<(Vec<u8>, Vec<u8>)> = (0..order.len())
             .map(|i| {
                 let p = format!("message {i}").into_bytes();
                 let m = a.encrypt(&p).unwrap();
@@ -92,8 +89,11 @@ proptest! {
     ) {
         // Alice sends a burst on her first chain, Bob replies (Alice ratchets on reading it),
         // Alice sends a burst on her new chain; Bob gets both bursts interleaved at random.
-        let (mut a, mut b, _) = session_pair();
-        let mut all: Vec<(Vec<u8>, RatchetMessage)> = Vec::new();
+        let (mut a, mut b) = session_pair();
+        let mut all: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        // Bob can only reply once he has heard from Alice.
+        let hello = a.encrypt(b"hello").unwrap();
+        prop_assert_eq!(b.decrypt(&hello).unwrap(), b"hello".to_vec());
         for i in 0..n1 {
             let p = format!("chain 1, {i}").into_bytes();
             all.push((p.clone(), a.encrypt(&p).unwrap()));
@@ -159,33 +159,59 @@ fn sealed_data_opens_only_with_its_passphrase() {
 }
 
 #[test]
-fn skipped_key_limit_discards_the_oldest_keys() {
-    let (mut a, mut b, _) = session_pair();
-    let n = MAX_SKIPPED_KEYS + 10;
-    let msgs: Vec<RatchetMessage> = (0..n).map(|i| a.encrypt(&[i as u8]).unwrap()).collect();
-    // The newest first: every earlier key is skipped, but only MAX_SKIPPED_KEYS are kept.
-    assert_eq!(b.decrypt(&msgs[n - 1]).unwrap(), vec![(n - 1) as u8]);
-    let mut refused = 0;
-    for (i, m) in msgs[..n - 1].iter().enumerate() {
-        match b.decrypt(m) {
-            Ok(p) => assert_eq!(p, vec![i as u8]),
-            Err(Error::Replay { .. }) => refused += 1,
-            Err(e) => panic!("unexpected error {e}"),
-        }
-    }
+fn a_gap_up_to_max_skip_is_bridged_and_beyond_it_refused() {
+    let (mut a, mut b) = session_pair();
+    let msgs: Vec<Vec<u8>> = (0..=MAX_SKIP + 1)
+        .map(|i| a.encrypt(&i.to_le_bytes()).unwrap())
+        .collect();
+    // Message MAX_SKIP needs exactly MAX_SKIP skipped keys: allowed.
     assert_eq!(
-        refused,
-        n - 1 - MAX_SKIPPED_KEYS,
-        "exactly the keys beyond the limit are gone"
+        b.decrypt(&msgs[MAX_SKIP as usize]).unwrap(),
+        MAX_SKIP.to_le_bytes()
     );
+    assert_eq!(b.skipped_keys(), MAX_SKIP as usize);
+    for (i, m) in msgs[..MAX_SKIP as usize].iter().enumerate() {
+        assert_eq!(b.decrypt(m).unwrap(), (i as u32).to_le_bytes());
+    }
+    assert_eq!(b.skipped_keys(), 0);
+    // A fresh session: the first message arriving MAX_SKIP + 1 ahead is refused, harmlessly.
+    let (mut a, mut b) = session_pair();
+    let msgs: Vec<Vec<u8>> = (0..=MAX_SKIP + 1)
+        .map(|i| a.encrypt(&i.to_le_bytes()).unwrap())
+        .collect();
+    assert!(matches!(
+        b.decrypt(&msgs[MAX_SKIP as usize + 1]),
+        Err(Error::Session { .. })
+    ));
+    assert_eq!(b.skipped_keys(), 0, "a refused message changes nothing");
+    assert_eq!(b.decrypt(&msgs[0]).unwrap(), 0u32.to_le_bytes());
 }
 
 #[test]
-fn a_gap_beyond_the_window_is_refused() {
-    let (mut a, mut b, _) = session_pair();
-    let mut last = None;
-    for _ in 0..=mesh_crypto::ratchet::MAX_MESSAGE_GAP + 1 {
-        last = Some(a.encrypt(b"x").unwrap());
+fn stored_skipped_keys_are_bounded_and_the_oldest_go_first() {
+    use mesh_crypto::ratchet::MAX_SKIPPED_KEYS;
+    let (mut a, mut b) = session_pair();
+    let hello = a.encrypt(b"hello").unwrap();
+    b.decrypt(&hello).unwrap();
+    // Three rounds of: Alice sends MAX_SKIP messages, Bob sees only the last, and replies (so
+    // Alice starts a new chain). Bob then holds 3 * (MAX_SKIP - 1) > MAX_SKIPPED_KEYS keys.
+    let mut rounds = Vec::new();
+    for _ in 0..3 {
+        let msgs: Vec<Vec<u8>> = (0..MAX_SKIP)
+            .map(|i| a.encrypt(&i.to_le_bytes()).unwrap())
+            .collect();
+        b.decrypt(msgs.last().unwrap()).unwrap();
+        let reply = b.encrypt(b"r").unwrap();
+        a.decrypt(&reply).unwrap();
+        rounds.push(msgs);
     }
-    assert!(b.decrypt(&last.unwrap()).is_err());
+    assert_eq!(b.skipped_keys(), MAX_SKIPPED_KEYS);
+    // The oldest round lost its first keys; the newest round is complete.
+    assert!(matches!(
+        b.decrypt(&rounds[0][0]),
+        Err(Error::Replay { .. })
+    ));
+    for m in &rounds[2][..MAX_SKIP as usize - 1] {
+        b.decrypt(m).unwrap();
+    }
 }

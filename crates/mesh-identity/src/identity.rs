@@ -175,6 +175,12 @@ impl Identity {
         self.signing.sign(message)
     }
 
+    /// The X25519 key-agreement secret derived from the Ed25519 key; its public key is
+    /// [`Did::key_agreement_key`]. Used as the Noise static key of end-to-end sessions.
+    pub fn key_agreement_secret(&self) -> mesh_crypto::x25519::X25519Secret {
+        self.signing.to_x25519_secret()
+    }
+
     /// The BLS secret key.
     pub fn bls_secret(&self) -> &BlsSecretKey {
         &self.bls

@@ -10,7 +10,9 @@
 //! - [`KeyRotation`]: key rotation records signed by the old and the new key;
 //! - [`rbac`]: roles and signed capability grants, checked by a [`rbac::Policy`];
 //! - [`trust`]: trust scores with bounded, deterministic updates;
-//! - [`SignedPrekeys`]: Double Ratchet prekeys bound to a DID.
+//! - end-to-end sessions bound to DIDs: [`Identity::key_agreement_secret`] is the X25519 key of
+//!   the DID document's `keyAgreement` entry, so a Noise IK handshake to a DID
+//!   (`mesh_crypto::ratchet::SessionSetup`) authenticates that DID and nobody else.
 //!
 //! Every signed statement is encoded canonically with a domain tag, so a signature can never
 //! be moved between kinds of statement. Decoders enforce hard limits and return typed errors.
@@ -25,7 +27,6 @@ pub mod did;
 pub mod envelope;
 mod error;
 pub mod identity;
-pub mod prekeys;
 pub mod rbac;
 pub mod rotation;
 pub mod trust;
@@ -34,5 +35,4 @@ pub use did::Did;
 pub use envelope::{Envelope, Metadata, Priority};
 pub use error::{Error, Result};
 pub use identity::{Identity, PASSPHRASE_ENV, Protection};
-pub use prekeys::SignedPrekeys;
 pub use rotation::KeyRotation;

@@ -9,12 +9,10 @@ use std::time::Duration;
 
 use mesh_crypto::bls::BlsSecretKey;
 use mesh_crypto::ed25519::{SigningKey, VerifyingKey};
-use mesh_crypto::ratchet::{RatchetAccount, RatchetMessage};
+use mesh_crypto::ratchet::SessionSetup;
 use mesh_crypto::sealed::SealParams;
 use mesh_identity::rbac::{Capability, Grant, Policy, Role};
-use mesh_identity::{
-    Did, Envelope, Error, Identity, Metadata, Priority, Protection, SignedPrekeys, did,
-};
+use mesh_identity::{Did, Envelope, Error, Identity, Metadata, Priority, Protection, did};
 use mesh_types::{MessageId, Timestamp};
 use proptest::prelude::*;
 use serde_json::Value;
@@ -48,7 +46,12 @@ fn did_key_matches_the_w3c_vectors() {
         let key = VerifyingKey::from_bytes(&public).unwrap();
         if let Some(seed) = v["ed25519_seed"].as_str() {
             let seed: [u8; 32] = hex::decode(seed).unwrap().try_into().unwrap();
-            assert_eq!(SigningKey::from_seed(&seed).verifying_key(), key);
+            let sk = SigningKey::from_seed(&seed);
+            assert_eq!(sk.verifying_key(), key);
+            // The key-agreement secret is the vector's (SHA-512 of the seed, clamped).
+            let x_secret = hex::decode(v["x25519_private_key"].as_str().unwrap()).unwrap();
+            assert_eq!(sk.to_x25519_secret().to_bytes().to_vec(), x_secret);
+            assert_eq!(sk.to_x25519_secret().public_key(), key.to_x25519());
         }
         let did = Did::from_key(&key);
         assert_eq!(did.as_str(), v["did"].as_str().unwrap());
@@ -292,38 +295,29 @@ fn grants_and_policy() {
 }
 
 #[test]
-fn ratchet_sessions_bound_to_dids_carry_envelopes_end_to_end() {
-    let (alice_id, bob_id) = (identity(10), identity(11));
-    let alice = RatchetAccount::new();
-    let mut bob = RatchetAccount::new();
-    let prekeys = bob.generate_prekeys(3);
-    bob.mark_prekeys_published();
-    let bundle = SignedPrekeys::sign(&bob_id, bob.identity_key(), prekeys, NOW).unwrap();
-    // Alice receives the bundle from an untrusted relay, decodes and checks it.
-    let received = SignedPrekeys::from_bytes(&bundle.to_bytes()).unwrap();
-    received.verify().unwrap();
-    assert_eq!(&received.owner, bob_id.did());
-    let mut swapped = received.clone();
-    swapped.identity_key = alice.identity_key();
-    assert!(
-        swapped.verify().is_err(),
-        "a relay cannot substitute its own ratchet key"
-    );
+fn sessions_to_a_did_carry_signed_envelopes_end_to_end() {
+    let (alice, bob, mallory) = (identity(10), identity(11), identity(12));
+    // Alice knows only Bob's DID: its key-agreement key is the Noise static key to reach.
+    let bob_static = bob.did().key_agreement_key().unwrap();
+    let (setup, m1) = SessionSetup::initiate(&alice.key_agreement_secret(), &bob_static).unwrap();
+    // Only Bob can answer: Mallory's static key does not open Alice's first message.
+    assert!(SessionSetup::respond(&mallory.key_agreement_secret(), &m1).is_err());
+    let (mut bob_session, initiator, m2) =
+        SessionSetup::respond(&bob.key_agreement_secret(), &m1).unwrap();
+    let mut alice_session = setup.finish(&m2).unwrap();
 
-    let mut session = alice
-        .open_session(&received.identity_key, &received.prekeys[0])
-        .unwrap();
-    let ciphertext = session.encrypt(b"meet at block 42").unwrap().to_bytes();
-    let env = envelope(&alice_id, &bob_id, &ciphertext);
-    let wire = env.to_bytes();
-
-    let got = Envelope::from_bytes(&wire).unwrap();
+    let ciphertext = alice_session.encrypt(b"meet at block 42").unwrap();
+    let env = envelope(&alice, &bob, &ciphertext);
+    let got = Envelope::from_bytes(&env.to_bytes()).unwrap();
     got.verify(NOW).unwrap();
-    assert_eq!(&got.recipient, bob_id.did());
-    let msg = RatchetMessage::from_bytes(&got.content).unwrap();
-    let (mut bob_session, plain) = bob.accept_session(&alice.identity_key(), &msg).unwrap();
-    assert_eq!(plain, b"meet at block 42");
-    assert!(bob_session.decrypt(&msg).is_err(), "delivered once");
+    assert_eq!(&got.recipient, bob.did());
+    // Bob checks that the session's initiator is the envelope's signer.
+    assert_eq!(got.sender.key_agreement_key().unwrap(), initiator);
+    assert_eq!(
+        bob_session.decrypt(&got.content).unwrap(),
+        b"meet at block 42"
+    );
+    assert!(bob_session.decrypt(&got.content).is_err(), "delivered once");
 }
 
 proptest! {
@@ -347,7 +341,6 @@ proptest! {
     fn decoders_never_panic_on_garbage(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
         let _ = Envelope::from_bytes(&bytes);
         let _ = Grant::from_bytes(&bytes);
-        let _ = SignedPrekeys::from_bytes(&bytes);
         let _ = mesh_identity::KeyRotation::from_bytes(&bytes);
         let _ = Did::parse(&String::from_utf8_lossy(&bytes));
     }
