@@ -59,7 +59,8 @@ impl SigningKey {
     /// The X25519 secret of the same key: the clamped first half of SHA-512 of the seed, whose
     /// public key is [`VerifyingKey::to_x25519`] (what `did:key` uses for key agreement).
     pub fn to_x25519_secret(&self) -> crate::x25519::X25519Secret {
-        let h = digest::digest(&digest::SHA512, &self.0.to_bytes()[..]);
+        let seed = Zeroizing::new(self.0.to_bytes());
+        let h = digest::digest(&digest::SHA512, &seed[..]);
         let mut k = Zeroizing::new([0u8; 32]);
         k.copy_from_slice(&h.as_ref()[..32]);
         k[0] &= 248;
@@ -107,6 +108,12 @@ impl VerifyingKey {
             return Err(Error::Invalid {
                 what: "Ed25519 public key",
                 detail: "small-order point",
+            });
+        }
+        if key.to_edwards().compress().to_bytes() != *bytes {
+            return Err(Error::Invalid {
+                what: "Ed25519 public key",
+                detail: "non-canonical encoding",
             });
         }
         Ok(Self(key))
@@ -289,6 +296,14 @@ mod tests {
             "identity-ish/small order"
         );
         assert!(VerifyingKey::from_slice(&[1; 5]).is_err());
+        // y = p + 2 encodes the same point as y = 2 (if on the curve): any y >= p is refused.
+        let mut non_canonical = [0xffu8; 32];
+        non_canonical[0] = 0xed + 2;
+        non_canonical[31] = 0x7f;
+        if let Ok(k) = ed25519_dalek::VerifyingKey::from_bytes(&non_canonical) {
+            assert!(!k.is_weak() || VerifyingKey::from_bytes(&non_canonical).is_err());
+            assert!(VerifyingKey::from_bytes(&non_canonical).is_err());
+        }
         // Malleated signature: s + l.
         let mut mal = sig.0;
         let mut carry = 0u16;

@@ -255,9 +255,10 @@ impl Handshake {
             });
         }
         let (k1, k2) = self.state.dangerously_get_raw_split();
+        let (k1, k2) = (zeroize::Zeroizing::new(k1), zeroize::Zeroizing::new(k2));
         let mut ikm = zeroize::Zeroizing::new([0u8; 64]);
-        ikm[..32].copy_from_slice(&k1);
-        ikm[32..].copy_from_slice(&k2);
+        ikm[..32].copy_from_slice(&k1[..]);
+        ikm[32..].copy_from_slice(&k2[..]);
         let mut out = zeroize::Zeroizing::new([0u8; 32]);
         crate::kdf::hkdf_sha256(&self.handshake_hash(), &ikm[..], &[label], &mut out[..])?;
         Ok(out)

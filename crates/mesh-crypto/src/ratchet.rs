@@ -10,11 +10,15 @@
 //!   the info `agentmesh/ratchet/root/v1`, giving 64 bytes: the new root key and chain key.
 //! - `KDF_CK(ck)`: HMAC-SHA256 keyed by `ck`: message key = `HMAC(ck, 0x01)`, next chain key =
 //!   `HMAC(ck, 0x02)`.
-//! - `ENCRYPT(mk, plaintext, ad)`: ChaCha20-Poly1305 with `mk` as key and a constant zero nonce
-//!   (the specification allows a fixed nonce because every message key is used once).
+//! - `ENCRYPT(mk, plaintext, ad)`: ChaCha20-Poly1305 with `mk` as key and a random nonce sent
+//!   with the message (one of the options the specification lists). A fixed nonce would also
+//!   do while every message key is used once; the random one keeps a key reused after a
+//!   state rollback (a crash restoring an older snapshot) from also reusing its nonce.
 //! - `HEADER(dh, pn, n)`: the sender's ratchet public key, the previous chain's length and the
-//!   message number; `CONCAT(ad, header)` is the length-prefixed associated data followed by
-//!   the 40-byte header, and the whole is authenticated.
+//!   message number; `CONCAT(ad, header)` is the format version, the length-prefixed
+//!   associated data and the 40-byte header, all authenticated.
+//!
+//! Wire format: `version (1) | header (40) | nonce (12) | ciphertext | tag (16)`.
 //!
 //! As the specification requires, a message that fails to decrypt leaves the session exactly
 //! as it was; at most [`MAX_SKIP`] message keys are skipped for one message and at most
@@ -53,7 +57,7 @@ pub const MAX_SKIPPED_KEYS: usize = 2000;
 /// The most plaintext one message may carry (1 MiB).
 pub const MAX_PLAINTEXT_LEN: usize = 1024 * 1024;
 /// Bytes a message adds to its plaintext: version, header and tag.
-pub const OVERHEAD: usize = 1 + HEADER_LEN + 16;
+pub const OVERHEAD: usize = 1 + HEADER_LEN + NONCE_LEN + 16;
 /// The most bytes an encoded message may take.
 pub const MAX_MESSAGE_LEN: usize = MAX_PLAINTEXT_LEN + OVERHEAD;
 
@@ -114,15 +118,14 @@ impl Header {
 }
 
 /// `CONCAT(ad, header)`: the session's associated data, length-prefixed, then the header.
-fn concat(ad: &[u8; 32], header: &[u8; HEADER_LEN]) -> [u8; 1 + 32 + HEADER_LEN] {
-    let mut out = [0u8; 1 + 32 + HEADER_LEN];
-    out[0] = 32;
-    out[1..33].copy_from_slice(ad);
-    out[33..].copy_from_slice(header);
+fn concat(ad: &[u8; 32], header: &[u8; HEADER_LEN]) -> [u8; 2 + 32 + HEADER_LEN] {
+    let mut out = [0u8; 2 + 32 + HEADER_LEN];
+    out[0] = VERSION;
+    out[1] = 32;
+    out[2..34].copy_from_slice(ad);
+    out[34..].copy_from_slice(header);
     out
 }
-
-const ZERO_NONCE: [u8; NONCE_LEN] = [0; NONCE_LEN];
 
 struct Skipped {
     dh: X25519Public,
@@ -218,7 +221,8 @@ impl RatchetSession {
         self.skipped.len()
     }
 
-    /// `RatchetEncrypt`: encrypts one message.
+    /// `RatchetEncrypt`: encrypts one message. A caller that persists the session should save
+    /// it ([`Self::to_bytes`]) after this returns and before sending the message.
     pub fn encrypt(&mut self, plaintext: &[u8]) -> Result<Vec<u8>> {
         if plaintext.len() > MAX_PLAINTEXT_LEN {
             return Err(Error::TooLarge {
@@ -243,11 +247,13 @@ impl RatchetSession {
             n,
         }
         .encode();
+        let nonce = crate::random_array::<NONCE_LEN>()?;
         let mut out = Vec::with_capacity(OVERHEAD + plaintext.len());
         out.push(VERSION);
         out.extend_from_slice(&header);
+        out.extend_from_slice(&nonce);
         let mut body = plaintext.to_vec();
-        AeadKey::new(&mk).seal_in_place(&ZERO_NONCE, &concat(&self.ad, &header), &mut body)?;
+        AeadKey::new(&mk).seal_in_place(&nonce, &concat(&self.ad, &header), &mut body)?;
         out.extend_from_slice(&body);
         self.cks = Some(next_ck);
         self.ns = next_ns;
@@ -255,6 +261,10 @@ impl RatchetSession {
     }
 
     /// `RatchetDecrypt`: decrypts one message. On any error the session is unchanged.
+    ///
+    /// [`Error::Replay`] is decided from the unauthenticated header (and also covers keys
+    /// dropped to respect [`MAX_SKIPPED_KEYS`]): anyone can provoke it, so it is no evidence
+    /// against the peer.
     pub fn decrypt(&mut self, message: &[u8]) -> Result<Vec<u8>> {
         if message.len() > MAX_MESSAGE_LEN {
             return Err(Error::TooLarge {
@@ -283,7 +293,9 @@ impl RatchetSession {
                     detail: "header".into(),
                 })?;
         let header = Header::decode(&header_bytes);
-        let body = &message[1 + HEADER_LEN..];
+        let mut nonce = [0u8; NONCE_LEN];
+        nonce.copy_from_slice(&message[1 + HEADER_LEN..1 + HEADER_LEN + NONCE_LEN]);
+        let body = &message[1 + HEADER_LEN + NONCE_LEN..];
         let ad = concat(&self.ad, &header_bytes);
 
         // TrySkippedMessageKeys
@@ -292,7 +304,7 @@ impl RatchetSession {
             .iter()
             .position(|s| s.dh == header.dh && s.n == header.n)
         {
-            let plain = open(&self.skipped[pos].mk, &ad, body)?;
+            let plain = open(&self.skipped[pos].mk, &nonce, &ad, body)?;
             self.skipped.remove(pos);
             return Ok(plain);
         }
@@ -305,7 +317,7 @@ impl RatchetSession {
         }
 
         let staged = self.stage(&header, current_chain)?;
-        let plain = open(&staged.mk_for_message, &ad, body)?;
+        let plain = open(&staged.mk_for_message, &nonce, &ad, body)?;
         self.commit(staged.inner);
         Ok(plain)
     }
@@ -390,7 +402,21 @@ impl RatchetSession {
 
     /// The session state, to persist (it contains secrets: seal it before writing it out).
     pub fn to_bytes(&self) -> Zeroizing<Vec<u8>> {
-        let mut out = Zeroizing::new(Vec::with_capacity(256 + self.skipped.len() * 68));
+        // Exact size, so the buffer never reallocates (a reallocation would leave an unwiped
+        // copy of the secrets behind).
+        let len = 1
+            + 32
+            + 33
+            + 32
+            + 33
+            + 33
+            + 12
+            + 32
+            + 4
+            + self.skipped.len() * 68
+            + 4
+            + self.old_dhr.len() * 32;
+        let mut out = Zeroizing::new(Vec::with_capacity(len));
         out.push(STATE_VERSION);
         out.extend_from_slice(&self.dhs.to_bytes()[..]);
         put_opt(&mut out, self.dhr.as_ref().map(|k| &k.0));
@@ -411,6 +437,7 @@ impl RatchetSession {
         for k in &self.old_dhr {
             out.extend_from_slice(&k.0);
         }
+        debug_assert!(out.len() <= len, "state buffer reallocated");
         out
     }
 
@@ -521,9 +548,9 @@ fn skip(
     Ok((Some(ck), n))
 }
 
-fn open(mk: &[u8; 32], ad: &[u8], body: &[u8]) -> Result<Vec<u8>> {
+fn open(mk: &[u8; 32], nonce: &[u8; NONCE_LEN], ad: &[u8], body: &[u8]) -> Result<Vec<u8>> {
     AeadKey::new(mk)
-        .open(&ZERO_NONCE, ad, body)
+        .open(nonce, ad, body)
         .map_err(|_| Error::Decrypt {
             what: "ratchet message",
         })
@@ -594,6 +621,9 @@ impl SessionSetup {
 
     /// Answers a first handshake message: returns the session, the initiator's static key (to
     /// check against the DID it claims) and the reply to send back.
+    ///
+    /// The key is tentative: a first message can be replayed, so it proves nothing until the
+    /// new session decrypts a message. Keep any existing session with that peer until then.
     pub fn respond(
         local: &X25519Secret,
         first: &[u8],
@@ -676,6 +706,22 @@ mod tests {
         let mut long = b.to_bytes().to_vec();
         long.push(0);
         assert!(RatchetSession::from_bytes(&long).is_err());
+    }
+
+    #[test]
+    fn a_rolled_back_state_does_not_reuse_a_nonce() {
+        let (mut a, mut b) = pair();
+        let snapshot = a.to_bytes();
+        let m1 = a.encrypt(b"first version").unwrap();
+        let mut rolled_back = RatchetSession::from_bytes(&snapshot).unwrap();
+        let m2 = rolled_back.encrypt(b"other text!!!").unwrap();
+        // Same key (same chain position), but the nonces differ.
+        assert_eq!(m1[..1 + HEADER_LEN], m2[..1 + HEADER_LEN]);
+        assert_ne!(
+            m1[1 + HEADER_LEN..OVERHEAD - 16],
+            m2[1 + HEADER_LEN..OVERHEAD - 16]
+        );
+        assert_eq!(b.decrypt(&m1).unwrap(), b"first version");
     }
 
     #[test]

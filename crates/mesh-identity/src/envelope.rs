@@ -137,6 +137,12 @@ fn check_fields(kind: &str, content: &[u8], ttl: Duration) -> Result<()> {
             max: MAX_CONTENT_LEN as u64,
         });
     }
+    if !ttl.subsec_nanos().is_multiple_of(1_000_000) {
+        return Err(malformed(
+            "envelope",
+            "ttl must be a whole number of milliseconds",
+        ));
+    }
     if ttl > MAX_TTL {
         return Err(malformed(
             "envelope",

@@ -206,10 +206,30 @@ impl Identity {
         &self.rotations
     }
 
-    /// Replaces the Ed25519 key with a fresh one and returns the signed rotation record to
-    /// publish. Save the identity afterwards.
+    /// Replaces the Ed25519 key with a fresh one and returns the signed rotation record. The new
+    /// key exists only in memory until saved: use [`Self::rotate_and_save`], or save before
+    /// publishing the record, or a crash in between loses the key the mesh now expects.
     pub fn rotate(&mut self, now: Timestamp) -> Result<KeyRotation> {
         self.rotate_to(SigningKey::generate()?, now)
+    }
+
+    /// Rotates, saves the identity to `path`, and only then returns the record to publish.
+    pub fn rotate_and_save(
+        &mut self,
+        now: Timestamp,
+        path: &Path,
+        protection: &Protection,
+    ) -> Result<KeyRotation> {
+        let previous = (self.signing.clone(), self.did.clone());
+        let record = self.rotate(now)?;
+        if let Err(e) = self.save(path, protection) {
+            // Not saved: keep using the old key, as the file still does.
+            self.signing = previous.0;
+            self.did = previous.1;
+            self.rotations.pop();
+            return Err(e);
+        }
+        Ok(record)
     }
 
     /// Replaces the Ed25519 key with `new` (deterministic form of [`Self::rotate`]).
@@ -293,12 +313,19 @@ impl Identity {
                 meta.len()
             )));
         }
-        let mut text = Vec::with_capacity(meta.len() as usize);
-        f.read_to_end(&mut text).map_err(|e| Error::Io {
-            path: path.to_owned(),
-            op: "reading",
-            source: e,
-        })?;
+        // Bounded even if the file grows while being read (or is not a regular file).
+        let mut text = Zeroizing::new(Vec::with_capacity(meta.len() as usize));
+        (&mut f)
+            .take(MAX_FILE_LEN + 1)
+            .read_to_end(&mut text)
+            .map_err(|e| Error::Io {
+                path: path.to_owned(),
+                op: "reading",
+                source: e,
+            })?;
+        if text.len() as u64 > MAX_FILE_LEN {
+            return Err(file_err(format!("above the {MAX_FILE_LEN}-byte limit")));
+        }
         let file: IdentityFile = serde_json::from_slice(&text)
             .map_err(|e| file_err(format!("not a valid identity file: {e}")))?;
         if file.version != FORMAT_VERSION {
@@ -326,7 +353,15 @@ impl Identity {
                     "the secrets are sealed: a passphrase is needed".into(),
                 ));
             }
-            ("none", _) => {
+            // A passphrase was given: an unencrypted file is refused, not silently accepted
+            // (someone able to replace the file must not be able to plant their own key).
+            ("none", Protection::Passphrase(_)) => {
+                return Err(file_err(
+                    "the secrets are not encrypted, but a passphrase was given; re-save it sealed"
+                        .into(),
+                ));
+            }
+            ("none", Protection::Unencrypted) => {
                 if meta.permissions().mode() & 0o077 != 0 {
                     return Err(file_err(format!(
                         "unencrypted identity readable by other users (mode {:o}); run chmod 600",
@@ -377,6 +412,10 @@ impl Identity {
                 file.bls_public_key == hex::encode(bls.public_key().to_bytes()),
                 "the BLS public key does not match the secret key",
             ),
+            (
+                file.bls_proof_of_possession == hex::encode(bls.prove_possession().to_bytes()),
+                "the BLS proof of possession does not match the secret key",
+            ),
         ];
         if let Some((_, detail)) = checks.iter().find(|(ok, _)| !ok) {
             return Err(file_err((*detail).to_owned()));
@@ -410,12 +449,15 @@ fn write_atomically(path: &Path, data: &[u8]) -> Result<()> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "identity".into());
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    // An unpredictable name, created exclusively (O_EXCL does not follow a planted symlink),
+    // so concurrent saves and other users cannot interfere with the temporary file.
+    let suffix = mesh_crypto::random_array::<8>()?;
+    let suffix: String = suffix.iter().map(|b| format!("{b:02x}")).collect();
+    let tmp = dir.join(format!(".{name}.tmp-{suffix}"));
     let result = (|| {
         let mut f = OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .mode(0o600)
             .open(&tmp)
             .map_err(io("creating", &tmp))?;

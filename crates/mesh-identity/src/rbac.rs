@@ -122,6 +122,22 @@ fn check_pattern(p: &str) -> Result<()> {
     }
 }
 
+fn check_name(name: &str, separator: char) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_PATTERN_LEN
+        && name.bytes().all(|b| b.is_ascii_graphic() && b != b'*')
+        && name
+            .split(separator)
+            .all(|seg| !seg.is_empty() && seg != "." && seg != "..");
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Denied {
+            detail: format!("{name:?} is not a valid action or resource name"),
+        })
+    }
+}
+
 /// Whether `pattern` matches `name`: exact, `*`, or `prefix.*` / `prefix/*`.
 pub fn pattern_matches(pattern: &str, name: &str) -> bool {
     if pattern == "*" {
@@ -295,6 +311,13 @@ impl Grant {
             signature,
         };
         g.check_shape()?;
+        // One grant, one encoding: duplicate or unordered entries are refused.
+        if g.to_bytes() != bytes {
+            return Err(malformed(
+                "grant",
+                "not in canonical form (entries must be sorted and unique)",
+            ));
+        }
         Ok(g)
     }
 }
@@ -315,6 +338,9 @@ impl Policy {
 
     /// Allows `subject` to do `action` on `resource` at `now` if one of `grants` is for that
     /// subject, from a trusted issuer, valid now, and covers it. Otherwise says why not.
+    ///
+    /// The requested action and resource must be plain names: no `*`, and no empty, `.` or
+    /// `..` segments (so `models/*` cannot be escaped with `models/../secrets`).
     pub fn check(
         &self,
         grants: &[Grant],
@@ -323,6 +349,8 @@ impl Policy {
         resource: &str,
         now: Timestamp,
     ) -> Result<()> {
+        check_name(action, '.')?;
+        check_name(resource, '/')?;
         let mut reasons = Vec::new();
         for g in grants {
             if &g.subject != subject {

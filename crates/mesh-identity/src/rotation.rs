@@ -107,6 +107,7 @@ fn body(old: &Did, new: &Did, sequence: u64, timestamp: Timestamp) -> Vec<u8> {
 pub fn verify_chain(origin: &Did, rotations: &[KeyRotation]) -> Result<Did> {
     let mut current = origin.clone();
     let mut last_time = Timestamp(0);
+    let mut seen = std::collections::HashSet::from([origin.clone()]);
     for (i, r) in rotations.iter().enumerate() {
         r.verify()?;
         if r.old != current {
@@ -125,6 +126,12 @@ pub fn verify_chain(origin: &Did, rotations: &[KeyRotation]) -> Result<Did> {
             return Err(malformed(
                 "rotation chain",
                 format!("rotation {} goes back in time", i + 1),
+            ));
+        }
+        if !seen.insert(r.new.clone()) {
+            return Err(malformed(
+                "rotation chain",
+                format!("rotation {} returns to an earlier key", i + 1),
             ));
         }
         last_time = r.timestamp;

@@ -22,6 +22,12 @@ pub enum Outcome {
     Byzantine,
 }
 
+/// round(2^32 * 2^(-1/2^k)) for k = 1..=16.
+const HALF_POWERS_Q32: [u64; 16] = [
+    3037000500, 3611622603, 3938502376, 4112874773, 4202935003, 4248701965, 4271771996, 4283353945,
+    4289156690, 4292061010, 4293513907, 4294240540, 4294603903, 4294785595, 4294876445, 4294921870,
+];
+
 /// How observations move a score.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TrustConfig {
@@ -94,18 +100,35 @@ impl TrustScore {
         }
     }
 
-    /// The score after `elapsed` of decay toward [`NEUTRAL`].
+    /// The score after `elapsed` of decay toward [`NEUTRAL`]: the distance to neutral halves
+    /// every `half_life`. Integer arithmetic only, so every peer computes the same value.
     #[must_use]
     pub fn decay(self, elapsed: Duration, config: &TrustConfig) -> Self {
-        if config.half_life.is_zero() {
+        let half_life = config.half_life.as_millis();
+        if half_life == 0 {
             return Self(NEUTRAL);
         }
-        // Distance remaining = distance * 2^(-elapsed / half_life), in fixed point.
-        let halvings = elapsed.as_secs_f64() / config.half_life.as_secs_f64();
-        let keep = 0.5f64.powf(halvings);
-        let dist = f64::from(self.0) - f64::from(NEUTRAL);
-        let value = f64::from(NEUTRAL) + (dist * keep).round();
-        Self(value.clamp(0.0, f64::from(MAX)) as u32)
+        // Half-lives elapsed, in Q16 fixed point.
+        let q = (elapsed.as_millis().min(u128::from(u64::MAX)) << 16) / half_life;
+        let whole = q >> 16;
+        if whole >= 32 {
+            return Self(NEUTRAL);
+        }
+        let frac = (q & 0xffff) as u32;
+        // keep = 2^-(frac / 2^16), as a product of 2^-(2^-k) for each set bit, in Q32.
+        let mut keep: u64 = 1 << 32;
+        for (k, c) in HALF_POWERS_Q32.iter().enumerate() {
+            if frac & (1 << (15 - k)) != 0 {
+                keep = (keep * c) >> 32;
+            }
+        }
+        let dist = u64::from(self.0.abs_diff(NEUTRAL));
+        let kept = (((dist * keep) >> 32) >> whole) as u32;
+        if self.0 >= NEUTRAL {
+            Self(NEUTRAL + kept)
+        } else {
+            Self(NEUTRAL - kept)
+        }
     }
 
     /// A consensus weight in `1..=max_weight`, proportional to the score (a peer at zero
@@ -150,6 +173,10 @@ mod tests {
             TrustScore::new(100_000).decay(cfg.half_life, &cfg).ppm(),
             300_000
         );
+        // Half a half-life keeps 1/sqrt(2) of the distance: 400,000 -> 282,842.
+        assert_eq!(high.decay(cfg.half_life / 2, &cfg).ppm(), 500_000 + 282_842);
+        assert_eq!(high.decay(cfg.half_life * 40, &cfg).ppm(), NEUTRAL);
+        assert_eq!(high.decay(Duration::MAX, &cfg).ppm(), NEUTRAL);
         assert_eq!(TrustScore::new(MAX).weight(10), 10);
         assert_eq!(TrustScore::new(0).weight(10), 1);
         assert_eq!(TrustScore::new(NEUTRAL).weight(10), 5);

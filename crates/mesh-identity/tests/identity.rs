@@ -352,3 +352,99 @@ proptest! {
         prop_assert_eq!(Did::parse(did.as_str()).unwrap().verifying_key().unwrap(), key);
     }
 }
+
+#[test]
+fn review_hardening_cases() {
+    let dir = tempfile::tempdir().unwrap();
+    // An unencrypted file does not load when a passphrase was given.
+    let path = dir.path().join("identity.json");
+    identity(20).save(&path, &Protection::Unencrypted).unwrap();
+    let err = Identity::load(&path, &Protection::passphrase("x")).unwrap_err();
+    assert!(err.to_string().contains("not encrypted"), "{err}");
+
+    // rotate_and_save persists before returning the record.
+    let mut id = identity(21);
+    let record = id
+        .rotate_and_save(NOW, &path, &Protection::Unencrypted)
+        .unwrap();
+    let loaded = Identity::load(&path, &Protection::Unencrypted).unwrap();
+    assert_eq!(loaded.did(), &record.new);
+
+    // A chain that rotates back to an earlier key is refused.
+    let (k0, k1) = (
+        SigningKey::from_seed(&[30; 32]),
+        SigningKey::from_seed(&[31; 32]),
+    );
+    let chain = [
+        mesh_identity::KeyRotation::sign(&k0, &k1, 1, NOW),
+        mesh_identity::KeyRotation::sign(&k1, &k0, 2, NOW),
+    ];
+    let origin = Did::from_key(&k0.verifying_key());
+    assert!(mesh_identity::rotation::verify_chain(&origin, &chain).is_err());
+
+    // Resource patterns cannot be escaped with dot segments.
+    let (admin, node) = (identity(22), identity(23));
+    let grant = Grant::issue(
+        &admin,
+        node.did().clone(),
+        BTreeSet::new(),
+        BTreeSet::from([Capability::new("tool.invoke", "models/*")]),
+        Timestamp(0),
+        Timestamp(u64::MAX),
+    )
+    .unwrap();
+    let policy = Policy::new([admin.did().clone()]);
+    let grants = [grant.clone()];
+    policy
+        .check(&grants, node.did(), "tool.invoke", "models/digits", NOW)
+        .unwrap();
+    for bad in ["models/../secrets", "models//x", "models/./x", "models/*"] {
+        assert!(
+            policy
+                .check(&grants, node.did(), "tool.invoke", bad, NOW)
+                .is_err(),
+            "{bad}"
+        );
+    }
+
+    // A grant has exactly one accepted encoding: a duplicated role entry is refused.
+    let mut two_roles = Grant::issue(
+        &admin,
+        node.did().clone(),
+        BTreeSet::from([Role::Trainer]),
+        BTreeSet::new(),
+        Timestamp(0),
+        Timestamp(u64::MAX),
+    )
+    .unwrap()
+    .to_bytes();
+    // After the two DIDs come the role count (varint 1) and the role code: make it
+    // "2 roles, both Trainer".
+    let canonical = Grant::from_bytes(&two_roles).unwrap();
+    assert_eq!(canonical.to_bytes(), two_roles);
+    let role_code = Role::Trainer as u8;
+    let pos = two_roles
+        .windows(2)
+        .position(|w| w == [1, role_code])
+        .unwrap();
+    two_roles.splice(pos..pos + 2, [2, role_code, role_code]);
+    assert!(Grant::from_bytes(&two_roles).is_err());
+
+    // A ttl with a sub-millisecond part is refused (it could not be signed exactly).
+    let meta = Metadata {
+        priority: Priority::Low,
+        ttl: Duration::from_micros(1500),
+    };
+    assert!(
+        Envelope::sign(
+            &admin,
+            MessageId([0; 16]),
+            "chat",
+            node.did().clone(),
+            NOW,
+            vec![],
+            meta
+        )
+        .is_err()
+    );
+}
