@@ -1,0 +1,34 @@
+//! How agentmesh peers reach each other.
+//!
+//! This crate owns the network: a [`Transport`] handle over a libp2p swarm (TCP, Noise, yamux,
+//! identify, ping, mDNS, Kademlia, gossipsub, request/response) driven by one task. The rest of
+//! the workspace uses three things:
+//!
+//! - **requests**: [`Transport::request`] sends bytes to a peer on a named application protocol
+//!   and returns its answer; requests arrive as [`Event::Request`] and are answered with
+//!   [`Transport::respond`]. Unknown protocols are answered for the application
+//!   ([`Error::UnknownProtocol`]). Frames have a hard size limit checked before allocation.
+//! - **gossip**: [`Transport::subscribe`] and [`Transport::publish`], signed and validated by
+//!   gossipsub; messages arrive as [`Event::Message`].
+//! - **peer events**: discovered, connected, disconnected, identified, dial failures.
+//!
+//! Channels are bounded both ways: callers wait when the command queue is full, and the network
+//! task waits (so libp2p applies backpressure to peers) when the event queue is full.
+//!
+//! Not yet here (see the transport issue): QUIC, relay/DCUtR/AutoNAT, delivery guarantees
+//! (acks, retries, persistent outbox), metrics, per-peer rate limits, the in-memory transport.
+//!
+//! This crate must never depend on agentmesh crates above identity and store.
+
+#![forbid(unsafe_code)]
+
+pub mod codec;
+mod error;
+mod node;
+
+pub use error::{Error, Result};
+pub use libp2p::{Multiaddr, PeerId, multiaddr};
+pub use node::{
+    Config, Discovery, Event, IDENTIFY_PROTOCOL, InboundRequest, KAD_PROTOCOL, MAX_PENDING_INBOUND,
+    MAX_TOPIC_LEN, Transport, keypair_from_seed, parse_addr,
+};

@@ -1,0 +1,872 @@
+//! The libp2p implementation: one swarm driven by one task, controlled through a
+//! [`Transport`] handle and reporting [`Event`]s on a bounded channel.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use futures::StreamExt as _;
+use libp2p::swarm::behaviour::toggle::Toggle;
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::{
+    Multiaddr, PeerId, StreamProtocol, Swarm, connection_limits, gossipsub, identify, identity,
+    kad, mdns, noise, ping, request_response, tcp, yamux,
+};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::codec::{self, Codec, Status, WireRequest, WireResponse};
+use crate::error::{Error, Result};
+
+/// The Kademlia protocol of agentmesh (kept apart from the public IPFS DHT).
+pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/agentmesh/kad/1");
+/// The identify protocol version string.
+pub const IDENTIFY_PROTOCOL: &str = "/agentmesh/id/1";
+/// Inbound requests awaiting a response from the application, at most.
+pub const MAX_PENDING_INBOUND: usize = 4096;
+/// Longest topic name.
+pub const MAX_TOPIC_LEN: usize = 64;
+
+/// Transport settings. The defaults suit a node; tests shrink the timeouts.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Config {
+    /// Addresses to listen on (`/ip4/0.0.0.0/tcp/0` by default: every interface, a free port).
+    pub listen: Vec<Multiaddr>,
+    /// Peers to join through, as multiaddresses ending in `/p2p/<peer id>`.
+    pub bootstrap: Vec<Multiaddr>,
+    /// Discover peers on the local network by mDNS.
+    pub mdns: bool,
+    /// Application protocols this node answers requests on.
+    pub protocols: Vec<String>,
+    /// Largest request, response or gossip message, in bytes.
+    pub max_message_len: usize,
+    /// How long a request may wait for its response.
+    pub request_timeout: Duration,
+    /// Most established connections in total.
+    pub max_connections: u32,
+    /// Most established connections to one peer.
+    pub max_connections_per_peer: u32,
+    /// How long a connection with no traffic is kept.
+    pub idle_timeout: Duration,
+    /// Capacity of the command channel (callers wait when it is full).
+    pub command_capacity: usize,
+    /// Capacity of the event channel (the network waits when it is full).
+    pub event_capacity: usize,
+    /// The agent version announced by identify.
+    pub agent_version: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: vec![
+                Multiaddr::from(std::net::Ipv4Addr::UNSPECIFIED)
+                    .with(libp2p::multiaddr::Protocol::Tcp(0)),
+            ],
+            bootstrap: Vec::new(),
+            mdns: true,
+            protocols: Vec::new(),
+            max_message_len: 4 * 1024 * 1024,
+            request_timeout: Duration::from_secs(10),
+            max_connections: 256,
+            max_connections_per_peer: 2,
+            idle_timeout: Duration::from_secs(60),
+            command_capacity: 256,
+            event_capacity: 1024,
+            agent_version: format!("agentmesh/{}", env!("CARGO_PKG_VERSION")),
+        }
+    }
+}
+
+/// Parses a multiaddress with a clear error.
+pub fn parse_addr(text: &str) -> Result<Multiaddr> {
+    text.parse()
+        .map_err(|e: libp2p::multiaddr::Error| Error::BadAddress {
+            addr: text.to_owned(),
+            detail: e.to_string(),
+        })
+}
+
+/// The libp2p key pair of an Ed25519 seed (the same key as the node's DID).
+pub fn keypair_from_seed(seed: &[u8; 32]) -> Result<identity::Keypair> {
+    let mut bytes = *seed;
+    identity::Keypair::ed25519_from_bytes(&mut bytes).map_err(|e| Error::Setup {
+        detail: e.to_string(),
+    })
+}
+
+/// How a peer was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Discovery {
+    /// mDNS on the local network.
+    Mdns,
+    /// The Kademlia DHT.
+    Kademlia,
+}
+
+/// A request from a peer, waiting for [`Transport::respond`].
+#[derive(Debug)]
+pub struct InboundRequest {
+    /// Who asked.
+    pub peer: PeerId,
+    /// The application protocol.
+    pub protocol: String,
+    /// The payload.
+    pub data: Vec<u8>,
+    /// Identifies the request when responding.
+    pub token: u64,
+}
+
+/// Something that happened on the network.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Event {
+    /// Now listening on `addr`.
+    Listening {
+        /// The address.
+        addr: Multiaddr,
+    },
+    /// A connection to `peer` was established.
+    PeerConnected {
+        /// The peer.
+        peer: PeerId,
+        /// The remote address.
+        addr: Multiaddr,
+    },
+    /// The last connection to `peer` closed.
+    PeerDisconnected {
+        /// The peer.
+        peer: PeerId,
+    },
+    /// A peer was found.
+    PeerDiscovered {
+        /// The peer.
+        peer: PeerId,
+        /// Its addresses.
+        addrs: Vec<Multiaddr>,
+        /// How.
+        via: Discovery,
+    },
+    /// A peer told us about itself.
+    Identified {
+        /// The peer.
+        peer: PeerId,
+        /// Its agent version.
+        agent_version: String,
+        /// Its listen addresses.
+        listen_addrs: Vec<Multiaddr>,
+    },
+    /// A dial failed (the node keeps running).
+    DialFailed {
+        /// The peer, if known.
+        peer: Option<PeerId>,
+        /// Why.
+        error: String,
+    },
+    /// A request arrived on a served protocol.
+    Request(InboundRequest),
+    /// A gossip message arrived on a subscribed topic.
+    Message {
+        /// The topic.
+        topic: String,
+        /// The original author (messages are signed).
+        source: Option<PeerId>,
+        /// The payload.
+        data: Vec<u8>,
+    },
+}
+
+enum Command {
+    Listen(Multiaddr, oneshot::Sender<Result<()>>),
+    Dial(Multiaddr, oneshot::Sender<Result<()>>),
+    Request {
+        id: u64,
+        peer: PeerId,
+        protocol: String,
+        data: Vec<u8>,
+        reply: oneshot::Sender<Result<Vec<u8>>>,
+    },
+    Respond {
+        token: u64,
+        result: std::result::Result<Vec<u8>, String>,
+    },
+    Subscribe(String, oneshot::Sender<Result<()>>),
+    Publish {
+        topic: String,
+        data: Vec<u8>,
+        reply: oneshot::Sender<Result<()>>,
+    },
+    Bootstrap(oneshot::Sender<Result<()>>),
+    ListenAddrs(oneshot::Sender<Vec<Multiaddr>>),
+    ConnectedPeers(oneshot::Sender<Vec<PeerId>>),
+    Shutdown(oneshot::Sender<()>),
+}
+
+#[derive(NetworkBehaviour)]
+struct Behaviour {
+    limits: connection_limits::Behaviour,
+    identify: identify::Behaviour,
+    ping: ping::Behaviour,
+    rr: request_response::Behaviour<Codec>,
+    gossip: gossipsub::Behaviour,
+    kad: kad::Behaviour<kad::store::MemoryStore>,
+    mdns: Toggle<mdns::tokio::Behaviour>,
+}
+
+/// A handle to a running transport. Cheap to clone; the transport stops when
+/// [`Transport::shutdown`] is called or every handle is dropped.
+#[derive(Clone, Debug)]
+pub struct Transport {
+    tx: mpsc::Sender<Command>,
+    peer_id: PeerId,
+    next_id: Arc<AtomicU64>,
+    max_message_len: usize,
+}
+
+fn valid_topic(topic: &str) -> Result<()> {
+    let ok = !topic.is_empty()
+        && topic.len() <= MAX_TOPIC_LEN
+        && topic
+            .bytes()
+            .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'/' | b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::BadName {
+            what: "topic",
+            name: topic.chars().take(80).collect(),
+            detail: "use 1 to 64 of [a-z0-9/._-]",
+        })
+    }
+}
+
+impl Transport {
+    /// Builds the swarm, starts listening and bootstrapping, and spawns the driving task on
+    /// the current tokio runtime. Returns the handle and the event stream.
+    pub fn spawn(
+        keypair: identity::Keypair,
+        config: Config,
+    ) -> Result<(Self, mpsc::Receiver<Event>)> {
+        for p in &config.protocols {
+            if !codec::valid_protocol_name(p) {
+                return Err(Error::BadName {
+                    what: "protocol",
+                    name: p.clone(),
+                    detail: "use 1 to 64 of [a-z0-9/._-]",
+                });
+            }
+        }
+        let peer_id = keypair.public().to_peer_id();
+        let setup = |e: &dyn std::fmt::Display| Error::Setup {
+            detail: e.to_string(),
+        };
+        let max_len = config.max_message_len;
+        let cfg = config.clone();
+        let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
+            .with_tokio()
+            .with_tcp(
+                tcp::Config::default().nodelay(true),
+                noise::Config::new,
+                yamux::Config::default,
+            )
+            .map_err(|e| setup(&e))?
+            .with_dns()
+            .map_err(|e| setup(&e))?
+            .with_behaviour(|key| {
+                let gossip_config = gossipsub::ConfigBuilder::default()
+                    .max_transmit_size(max_len)
+                    .validation_mode(gossipsub::ValidationMode::Strict)
+                    .heartbeat_interval(Duration::from_millis(500))
+                    .build()?;
+                let gossip = gossipsub::Behaviour::new(
+                    gossipsub::MessageAuthenticity::Signed(key.clone()),
+                    gossip_config,
+                )?;
+                let mut kad = kad::Behaviour::with_config(
+                    peer_id,
+                    kad::store::MemoryStore::new(peer_id),
+                    kad::Config::new(KAD_PROTOCOL),
+                );
+                kad.set_mode(Some(kad::Mode::Server));
+                let mdns = if cfg.mdns {
+                    Some(mdns::tokio::Behaviour::new(
+                        mdns::Config::default(),
+                        peer_id,
+                    )?)
+                } else {
+                    None
+                };
+                Ok(Behaviour {
+                    limits: connection_limits::Behaviour::new(
+                        connection_limits::ConnectionLimits::default()
+                            .with_max_established(Some(cfg.max_connections))
+                            .with_max_established_per_peer(Some(cfg.max_connections_per_peer)),
+                    ),
+                    identify: identify::Behaviour::new(
+                        identify::Config::new(IDENTIFY_PROTOCOL.to_owned(), key.public())
+                            .with_agent_version(cfg.agent_version.clone()),
+                    ),
+                    ping: ping::Behaviour::new(ping::Config::new()),
+                    rr: request_response::Behaviour::with_codec(
+                        Codec::new(max_len),
+                        [(codec::PROTOCOL, request_response::ProtocolSupport::Full)],
+                        request_response::Config::default()
+                            .with_request_timeout(cfg.request_timeout),
+                    ),
+                    gossip,
+                    kad,
+                    mdns: Toggle::from(mdns),
+                })
+            })
+            .map_err(|e| setup(&e))?
+            .with_swarm_config(|c| c.with_idle_connection_timeout(config.idle_timeout))
+            .build();
+
+        for addr in &config.listen {
+            swarm.listen_on(addr.clone()).map_err(|e| Error::Listen {
+                addr: addr.to_string(),
+                detail: e.to_string(),
+            })?;
+        }
+        let (tx, rx) = mpsc::channel(config.command_capacity.max(1));
+        let (events_tx, events_rx) = mpsc::channel(config.event_capacity.max(1));
+        let mut driver = Driver {
+            swarm,
+            commands: rx,
+            events: events_tx,
+            served: config.protocols.iter().cloned().collect(),
+            pending_out: HashMap::new(),
+            pending_in: HashMap::new(),
+            next_token: 0,
+        };
+        for addr in &config.bootstrap {
+            driver.add_bootstrap(addr);
+        }
+        if !config.bootstrap.is_empty() {
+            let _ = driver.swarm.behaviour_mut().kad.bootstrap();
+        }
+        tokio::spawn(driver.run());
+        Ok((
+            Self {
+                tx,
+                peer_id,
+                next_id: Arc::new(AtomicU64::new(1)),
+                max_message_len: config.max_message_len,
+            },
+            events_rx,
+        ))
+    }
+
+    /// This node's peer id.
+    pub fn peer_id(&self) -> PeerId {
+        self.peer_id
+    }
+
+    async fn call<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(make(reply)).await.map_err(|_| Error::Closed)?;
+        rx.await.map_err(|_| Error::Closed)
+    }
+
+    /// Starts listening on `addr`.
+    pub async fn listen(&self, addr: Multiaddr) -> Result<()> {
+        self.call(|r| Command::Listen(addr, r)).await?
+    }
+
+    /// Dials `addr` (completion is reported by [`Event::PeerConnected`] or
+    /// [`Event::DialFailed`]).
+    pub async fn dial(&self, addr: Multiaddr) -> Result<()> {
+        self.call(|r| Command::Dial(addr, r)).await?
+    }
+
+    /// Sends `data` to `peer` on application protocol `protocol` and waits for the answer.
+    pub async fn request(&self, peer: PeerId, protocol: &str, data: Vec<u8>) -> Result<Vec<u8>> {
+        if !codec::valid_protocol_name(protocol) {
+            return Err(Error::BadName {
+                what: "protocol",
+                name: protocol.chars().take(80).collect(),
+                detail: "use 1 to 64 of [a-z0-9/._-]",
+            });
+        }
+        let len = data.len() + protocol.len() + 1;
+        if len > self.max_message_len {
+            return Err(Error::TooLarge {
+                what: "request",
+                len,
+                max: self.max_message_len,
+            });
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let protocol = protocol.to_owned();
+        self.call(|reply| Command::Request {
+            id,
+            peer,
+            protocol,
+            data,
+            reply,
+        })
+        .await?
+    }
+
+    /// Answers an inbound request (`Err` carries a reason the requester sees as
+    /// [`Error::Refused`]).
+    pub async fn respond(
+        &self,
+        token: u64,
+        result: std::result::Result<Vec<u8>, String>,
+    ) -> Result<()> {
+        self.tx
+            .send(Command::Respond { token, result })
+            .await
+            .map_err(|_| Error::Closed)
+    }
+
+    /// Subscribes to gossip on `topic`.
+    pub async fn subscribe(&self, topic: &str) -> Result<()> {
+        valid_topic(topic)?;
+        let topic = topic.to_owned();
+        self.call(|r| Command::Subscribe(topic, r)).await?
+    }
+
+    /// Publishes `data` on `topic` to every subscriber in the mesh.
+    pub async fn publish(&self, topic: &str, data: Vec<u8>) -> Result<()> {
+        valid_topic(topic)?;
+        if data.len() > self.max_message_len {
+            return Err(Error::TooLarge {
+                what: "gossip message",
+                len: data.len(),
+                max: self.max_message_len,
+            });
+        }
+        let topic = topic.to_owned();
+        self.call(|reply| Command::Publish { topic, data, reply })
+            .await?
+    }
+
+    /// Runs a Kademlia bootstrap (a random walk refreshing the routing table).
+    pub async fn bootstrap(&self) -> Result<()> {
+        self.call(Command::Bootstrap).await?
+    }
+
+    /// The addresses this node listens on.
+    pub async fn listen_addrs(&self) -> Result<Vec<Multiaddr>> {
+        self.call(Command::ListenAddrs).await
+    }
+
+    /// The peers currently connected.
+    pub async fn connected_peers(&self) -> Result<Vec<PeerId>> {
+        self.call(Command::ConnectedPeers).await
+    }
+
+    /// Stops the transport: closes listeners and connections, and ends the event stream.
+    pub async fn shutdown(&self) -> Result<()> {
+        self.call(Command::Shutdown).await
+    }
+}
+
+async fn emit(events: &mpsc::Sender<Event>, event: Event) {
+    // A dropped receiver means nobody listens; keep serving commands regardless.
+    let _ = events.send(event).await;
+}
+
+struct PendingOut {
+    id: u64,
+    peer: PeerId,
+    protocol: String,
+    reply: oneshot::Sender<Result<Vec<u8>>>,
+}
+
+struct Driver {
+    swarm: Swarm<Behaviour>,
+    commands: mpsc::Receiver<Command>,
+    events: mpsc::Sender<Event>,
+    served: HashSet<String>,
+    pending_out: HashMap<request_response::OutboundRequestId, PendingOut>,
+    pending_in: HashMap<
+        u64,
+        (
+            request_response::InboundRequestId,
+            request_response::ResponseChannel<WireResponse>,
+        ),
+    >,
+    next_token: u64,
+}
+
+impl Driver {
+    fn add_bootstrap(&mut self, addr: &Multiaddr) {
+        let peer = addr.iter().find_map(|p| match p {
+            libp2p::multiaddr::Protocol::P2p(id) => Some(id),
+            _ => None,
+        });
+        match peer {
+            Some(peer) => {
+                self.swarm
+                    .behaviour_mut()
+                    .kad
+                    .add_address(&peer, addr.clone());
+            }
+            None => {
+                tracing::warn!(%addr, "bootstrap address has no /p2p/<peer id>; dialling it anyway")
+            }
+        }
+        if let Err(e) = self.swarm.dial(addr.clone()) {
+            tracing::warn!(%addr, error = %e, "cannot dial bootstrap peer");
+        }
+    }
+
+    async fn run(mut self) {
+        loop {
+            tokio::select! {
+                cmd = self.commands.recv() => match cmd {
+                    None => break,
+                    Some(Command::Shutdown(reply)) => {
+                        let _ = reply.send(());
+                        break;
+                    }
+                    Some(cmd) => self.command(cmd),
+                },
+                event = self.swarm.select_next_some() => self.swarm_event(event).await,
+            }
+        }
+        for peer in self.swarm.connected_peers().copied().collect::<Vec<_>>() {
+            let _ = self.swarm.disconnect_peer_id(peer);
+        }
+        for (_, p) in self.pending_out.drain() {
+            let _ = p.reply.send(Err(Error::Closed));
+        }
+    }
+
+    fn command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Listen(addr, reply) => {
+                let r = self
+                    .swarm
+                    .listen_on(addr.clone())
+                    .map(drop)
+                    .map_err(|e| Error::Listen {
+                        addr: addr.to_string(),
+                        detail: e.to_string(),
+                    });
+                let _ = reply.send(r);
+            }
+            Command::Dial(addr, reply) => {
+                let r = self.swarm.dial(addr.clone()).map_err(|e| Error::Dial {
+                    target: addr.to_string(),
+                    detail: e.to_string(),
+                });
+                let _ = reply.send(r);
+            }
+            Command::Request {
+                id,
+                peer,
+                protocol,
+                data,
+                reply,
+            } => {
+                let rid = self.swarm.behaviour_mut().rr.send_request(
+                    &peer,
+                    WireRequest {
+                        protocol: protocol.clone(),
+                        data,
+                    },
+                );
+                self.pending_out.insert(
+                    rid,
+                    PendingOut {
+                        id,
+                        peer,
+                        protocol,
+                        reply,
+                    },
+                );
+            }
+            Command::Respond { token, result } => {
+                if let Some((_, channel)) = self.pending_in.remove(&token) {
+                    let response = match result {
+                        Ok(data) => WireResponse {
+                            status: Status::Ok,
+                            data,
+                        },
+                        Err(reason) => WireResponse {
+                            status: Status::Refused,
+                            data: reason.into_bytes(),
+                        },
+                    };
+                    if self
+                        .swarm
+                        .behaviour_mut()
+                        .rr
+                        .send_response(channel, response)
+                        .is_err()
+                    {
+                        tracing::debug!(token, "response dropped: the requester went away");
+                    }
+                }
+            }
+            Command::Subscribe(topic, reply) => {
+                let r = self
+                    .swarm
+                    .behaviour_mut()
+                    .gossip
+                    .subscribe(&gossipsub::IdentTopic::new(&topic))
+                    .map(drop)
+                    .map_err(|e| Error::Publish {
+                        topic,
+                        detail: e.to_string(),
+                    });
+                let _ = reply.send(r);
+            }
+            Command::Publish { topic, data, reply } => {
+                let r = self
+                    .swarm
+                    .behaviour_mut()
+                    .gossip
+                    .publish(gossipsub::IdentTopic::new(&topic), data)
+                    .map(drop)
+                    .map_err(|e| Error::Publish {
+                        topic,
+                        detail: e.to_string(),
+                    });
+                let _ = reply.send(r);
+            }
+            Command::Bootstrap(reply) => {
+                let r = self
+                    .swarm
+                    .behaviour_mut()
+                    .kad
+                    .bootstrap()
+                    .map(drop)
+                    .map_err(|e| Error::Dial {
+                        target: "the DHT".into(),
+                        detail: e.to_string(),
+                    });
+                let _ = reply.send(r);
+            }
+            Command::ListenAddrs(reply) => {
+                let _ = reply.send(self.swarm.listeners().cloned().collect());
+            }
+            Command::ConnectedPeers(reply) => {
+                let _ = reply.send(self.swarm.connected_peers().copied().collect());
+            }
+            Command::Shutdown(_) => {}
+        }
+    }
+
+    async fn swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::NewListenAddr { address, .. } => {
+                emit(&self.events, Event::Listening { addr: address }).await
+            }
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                endpoint,
+                num_established,
+                ..
+            } if num_established.get() == 1 => {
+                let addr = endpoint.get_remote_address().clone();
+                emit(
+                    &self.events,
+                    Event::PeerConnected {
+                        peer: peer_id,
+                        addr,
+                    },
+                )
+                .await;
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established: 0,
+                ..
+            } => {
+                emit(&self.events, Event::PeerDisconnected { peer: peer_id }).await;
+            }
+            SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
+                tracing::warn!(peer = ?peer_id, %error, "dial failed");
+                emit(
+                    &self.events,
+                    Event::DialFailed {
+                        peer: peer_id,
+                        error: error.to_string(),
+                    },
+                )
+                .await;
+            }
+            SwarmEvent::Behaviour(event) => self.behaviour_event(event).await,
+            _ => {}
+        }
+    }
+
+    async fn behaviour_event(&mut self, event: BehaviourEvent) {
+        match event {
+            BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
+                for addr in &info.listen_addrs {
+                    self.swarm
+                        .behaviour_mut()
+                        .kad
+                        .add_address(&peer_id, addr.clone());
+                }
+                emit(
+                    &self.events,
+                    Event::Identified {
+                        peer: peer_id,
+                        agent_version: info.agent_version,
+                        listen_addrs: info.listen_addrs,
+                    },
+                )
+                .await;
+            }
+            BehaviourEvent::Mdns(mdns::Event::Discovered(found)) => {
+                let mut by_peer: HashMap<PeerId, Vec<Multiaddr>> = HashMap::new();
+                for (peer, addr) in found {
+                    self.swarm
+                        .behaviour_mut()
+                        .kad
+                        .add_address(&peer, addr.clone());
+                    by_peer.entry(peer).or_default().push(addr);
+                }
+                for (peer, addrs) in by_peer {
+                    if !self.swarm.is_connected(&peer)
+                        && let Some(addr) = addrs.first()
+                        && let Err(e) = self.swarm.dial(addr.clone())
+                    {
+                        tracing::debug!(%peer, error = %e, "cannot dial a peer found by mDNS");
+                    }
+                    emit(
+                        &self.events,
+                        Event::PeerDiscovered {
+                            peer,
+                            addrs,
+                            via: Discovery::Mdns,
+                        },
+                    )
+                    .await;
+                }
+            }
+            BehaviourEvent::Kad(kad::Event::RoutingUpdated {
+                peer,
+                addresses,
+                is_new_peer: true,
+                ..
+            }) => {
+                emit(
+                    &self.events,
+                    Event::PeerDiscovered {
+                        peer,
+                        addrs: addresses.into_vec(),
+                        via: Discovery::Kademlia,
+                    },
+                )
+                .await;
+            }
+            BehaviourEvent::Gossip(gossipsub::Event::Message { message, .. }) => {
+                emit(
+                    &self.events,
+                    Event::Message {
+                        topic: message.topic.into_string(),
+                        source: message.source,
+                        data: message.data,
+                    },
+                )
+                .await;
+            }
+            BehaviourEvent::Rr(request_response::Event::Message { peer, message, .. }) => {
+                match message {
+                    request_response::Message::Request {
+                        request_id,
+                        request,
+                        channel,
+                    } => {
+                        self.inbound(peer, request_id, request, channel).await;
+                    }
+                    request_response::Message::Response {
+                        request_id,
+                        response,
+                    } => {
+                        if let Some(p) = self.pending_out.remove(&request_id) {
+                            let peer = p.peer.to_string();
+                            let r = match response.status {
+                                Status::Ok => Ok(response.data),
+                                Status::UnknownProtocol => Err(Error::UnknownProtocol {
+                                    peer,
+                                    protocol: p.protocol,
+                                }),
+                                Status::Refused => Err(Error::Refused {
+                                    peer,
+                                    protocol: p.protocol,
+                                    detail: String::from_utf8_lossy(&response.data).into_owned(),
+                                }),
+                            };
+                            let _ = p.reply.send(r);
+                        }
+                    }
+                }
+            }
+            BehaviourEvent::Rr(request_response::Event::OutboundFailure {
+                request_id,
+                error,
+                ..
+            }) => {
+                if let Some(p) = self.pending_out.remove(&request_id) {
+                    let _ = p.reply.send(Err(Error::Request {
+                        id: p.id,
+                        protocol: p.protocol,
+                        peer: p.peer.to_string(),
+                        detail: error.to_string(),
+                    }));
+                }
+            }
+            BehaviourEvent::Rr(request_response::Event::InboundFailure {
+                request_id,
+                error,
+                peer,
+                ..
+            }) => {
+                tracing::debug!(%peer, %error, "inbound request failed");
+                self.pending_in.retain(|_, (id, _)| *id != request_id);
+            }
+            _ => {}
+        }
+    }
+
+    async fn inbound(
+        &mut self,
+        peer: PeerId,
+        request_id: request_response::InboundRequestId,
+        request: WireRequest,
+        channel: request_response::ResponseChannel<WireResponse>,
+    ) {
+        let rr = &mut self.swarm.behaviour_mut().rr;
+        if !self.served.contains(&request.protocol) {
+            let _ = rr.send_response(
+                channel,
+                WireResponse {
+                    status: Status::UnknownProtocol,
+                    data: Vec::new(),
+                },
+            );
+            return;
+        }
+        if self.pending_in.len() >= MAX_PENDING_INBOUND {
+            let busy = WireResponse {
+                status: Status::Refused,
+                data: b"busy: too many pending requests".to_vec(),
+            };
+            let _ = rr.send_response(channel, busy);
+            return;
+        }
+        let token = self.next_token;
+        self.next_token += 1;
+        self.pending_in.insert(token, (request_id, channel));
+        emit(
+            &self.events,
+            Event::Request(InboundRequest {
+                peer,
+                protocol: request.protocol,
+                data: request.data,
+                token,
+            }),
+        )
+        .await;
+    }
+}

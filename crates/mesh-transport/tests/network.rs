@@ -1,0 +1,295 @@
+//! Several nodes on loopback, each on its own tokio runtime: request/response, gossip,
+//! Kademlia discovery, bad input and unreachable peers.
+
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::Duration;
+
+use mesh_transport::{
+    Config, Discovery, Error, Event, Multiaddr, PeerId, Transport, keypair_from_seed,
+};
+use tokio::runtime::Runtime;
+use tokio::sync::mpsc;
+
+struct Node {
+    transport: Transport,
+    events: mpsc::Receiver<Event>,
+    addr: Multiaddr,
+    _rt: Runtime,
+}
+
+/// Starts a node on its own runtime. It answers `echo` requests (refusing the payload
+/// `refuse`) and forwards every other event to `events`.
+fn node(seed: u8, tweak: impl FnOnce(&mut Config)) -> Node {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut config = Config::default();
+    config.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
+    config.mdns = false;
+    config.protocols = vec!["echo".into()];
+    config.request_timeout = Duration::from_secs(5);
+    tweak(&mut config);
+    let (transport, mut raw) = {
+        let _guard = rt.enter();
+        Transport::spawn(keypair_from_seed(&[seed; 32]).unwrap(), config).unwrap()
+    };
+    let (tx, mut events) = mpsc::channel(10_000);
+    let responder = transport.clone();
+    rt.spawn(async move {
+        while let Some(event) = raw.recv().await {
+            match event {
+                Event::Request(req) if req.protocol == "echo" => {
+                    let answer = if req.data == b"refuse" {
+                        Err("refused on purpose".to_owned())
+                    } else {
+                        Ok(req.data)
+                    };
+                    responder.respond(req.token, answer).await.unwrap();
+                }
+                other => {
+                    let _ = tx.try_send(other);
+                }
+            }
+        }
+    });
+    let addr = rt.block_on(async {
+        loop {
+            match tokio::time::timeout(Duration::from_secs(10), events.recv()).await {
+                Ok(Some(Event::Listening { addr })) => break addr,
+                Ok(Some(_)) => continue,
+                other => panic!("node {seed} did not start listening: {other:?}"),
+            }
+        }
+    });
+    let peer = transport.peer_id();
+    Node {
+        transport,
+        events,
+        addr: addr.with(libp2p_p2p(peer)),
+        _rt: rt,
+    }
+}
+
+fn libp2p_p2p(peer: PeerId) -> mesh_transport::multiaddr::Protocol<'static> {
+    mesh_transport::multiaddr::Protocol::P2p(peer)
+}
+
+fn test_rt() -> Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Waits for an event matching `pred`, up to `secs` seconds.
+async fn wait_for(node: &mut Node, secs: u64, mut pred: impl FnMut(&Event) -> bool) -> Event {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        match tokio::time::timeout_at(deadline, node.events.recv()).await {
+            Ok(Some(e)) if pred(&e) => return e,
+            Ok(Some(_)) => continue,
+            other => panic!("event not seen within {secs}s: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn request_response_round_trips_and_reports_errors_clearly() {
+    let a = node(1, |_| {});
+    let mut b = node(2, |c| c.bootstrap = Vec::new());
+    test_rt().block_on(async {
+        b.transport.dial(a.addr.clone()).await.unwrap();
+        wait_for(&mut b, 10, |e| matches!(e, Event::PeerConnected { .. })).await;
+        let peer = a.transport.peer_id();
+        assert_eq!(
+            b.transport
+                .request(peer, "echo", b"ping".to_vec())
+                .await
+                .unwrap(),
+            b"ping"
+        );
+        // Many in a row on the same connection.
+        for i in 0..100u32 {
+            let data = i.to_le_bytes().to_vec();
+            assert_eq!(
+                b.transport
+                    .request(peer, "echo", data.clone())
+                    .await
+                    .unwrap(),
+                data
+            );
+        }
+        assert!(matches!(
+            b.transport.request(peer, "nope", vec![]).await,
+            Err(Error::UnknownProtocol { .. })
+        ));
+        match b.transport.request(peer, "echo", b"refuse".to_vec()).await {
+            Err(Error::Refused { detail, .. }) => assert_eq!(detail, "refused on purpose"),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            b.transport.request(peer, "Bad Name", vec![]).await,
+            Err(Error::BadName { .. })
+        ));
+        let big = vec![0u8; 4 * 1024 * 1024 + 1];
+        assert!(matches!(
+            b.transport.request(peer, "echo", big).await,
+            Err(Error::TooLarge { .. })
+        ));
+        assert!(matches!(
+            mesh_transport::parse_addr("/ip4/1.2.3/tcp"),
+            Err(Error::BadAddress { .. })
+        ));
+        // A peer nobody knows how to reach: a clear failure, not a hang.
+        let stranger = keypair_from_seed(&[99; 32]).unwrap().public().to_peer_id();
+        assert!(matches!(
+            b.transport.request(stranger, "echo", vec![]).await,
+            Err(Error::Request { .. })
+        ));
+    });
+}
+
+#[test]
+fn oversized_frames_are_rejected_and_honest_requests_continue() {
+    // `a` accepts at most 64 KiB; `b` is willing to send 1 MiB.
+    let a = node(3, |c| c.max_message_len = 64 * 1024);
+    let mut b = node(4, |c| c.max_message_len = 1024 * 1024);
+    test_rt().block_on(async {
+        b.transport.dial(a.addr.clone()).await.unwrap();
+        wait_for(&mut b, 10, |e| matches!(e, Event::PeerConnected { .. })).await;
+        let peer = a.transport.peer_id();
+        let err = b
+            .transport
+            .request(peer, "echo", vec![1u8; 512 * 1024])
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::Request { .. }), "{err}");
+        // The receiver is unharmed and still answers.
+        assert_eq!(
+            b.transport
+                .request(peer, "echo", b"still here".to_vec())
+                .await
+                .unwrap(),
+            b"still here"
+        );
+    });
+}
+
+#[test]
+fn gossip_reaches_every_subscriber() {
+    let mut nodes = vec![node(10, |_| {})];
+    let boot = nodes[0].addr.clone();
+    for seed in 11..14 {
+        nodes.push(node(seed, |c| c.bootstrap = vec![boot.clone()]));
+    }
+    test_rt().block_on(async {
+        for n in &nodes {
+            n.transport.subscribe("decisions").await.unwrap();
+        }
+        // Publish until the mesh has formed and every other node has the message.
+        let mut got = [false; 4];
+        got[1] = true; // the publisher
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let mut round = 0u32;
+        while got.iter().any(|g| !g) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "gossip did not reach everyone: {got:?}"
+            );
+            let payload = format!("decision {round}").into_bytes();
+            let _ = nodes[1].transport.publish("decisions", payload).await;
+            round += 1;
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            for (i, n) in nodes.iter_mut().enumerate() {
+                while let Ok(e) = n.events.try_recv() {
+                    if let Event::Message { topic, source, .. } = e {
+                        assert_eq!(topic, "decisions");
+                        assert_eq!(
+                            source,
+                            Some(PeerId::from(keypair_from_seed(&[11; 32]).unwrap().public()))
+                        );
+                        got[i] = true;
+                    }
+                }
+            }
+        }
+        assert!(matches!(
+            nodes[0].transport.publish("Bad Topic", vec![]).await,
+            Err(Error::BadName { .. })
+        ));
+    });
+}
+
+#[test]
+fn kademlia_bootstrap_finds_peers_beyond_the_bootstrap_node() {
+    let a = node(20, |_| {});
+    let boot = a.addr.clone();
+    let mut b = node(21, |c| c.bootstrap = vec![boot.clone()]);
+    let c = node(22, |c| c.bootstrap = vec![boot.clone()]);
+    let c_id = c.transport.peer_id();
+    test_rt().block_on(async {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let _ = b.transport.bootstrap().await;
+            let found = tokio::time::timeout(Duration::from_secs(2), async {
+                loop {
+                    match b.events.recv().await {
+                        Some(Event::PeerDiscovered {
+                            peer,
+                            via: Discovery::Kademlia,
+                            ..
+                        }) if peer == c_id => break true,
+                        Some(Event::PeerConnected { peer, .. }) if peer == c_id => break true,
+                        Some(_) => continue,
+                        None => break false,
+                    }
+                }
+            })
+            .await
+            .unwrap_or(false);
+            if found {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "b never discovered c through a"
+            );
+        }
+        // And b can talk to c directly, knowing it only through the DHT.
+        assert_eq!(
+            b.transport
+                .request(c_id, "echo", b"hi c".to_vec())
+                .await
+                .unwrap(),
+            b"hi c"
+        );
+    });
+}
+
+#[test]
+fn unreachable_bootstrap_peers_are_reported_and_the_node_keeps_running() {
+    let ghost = keypair_from_seed(&[77; 32]).unwrap().public().to_peer_id();
+    let dead: Multiaddr = format!("/ip4/127.0.0.1/tcp/1/p2p/{ghost}").parse().unwrap();
+    let mut a = node(30, |c| c.bootstrap = vec![dead]);
+    let b = node(31, |_| {});
+    test_rt().block_on(async {
+        wait_for(&mut a, 10, |e| matches!(e, Event::DialFailed { .. })).await;
+        a.transport.dial(b.addr.clone()).await.unwrap();
+        let peer = b.transport.peer_id();
+        assert_eq!(
+            a.transport
+                .request(peer, "echo", b"ok".to_vec())
+                .await
+                .unwrap(),
+            b"ok"
+        );
+        a.transport.shutdown().await.unwrap();
+        assert!(matches!(
+            a.transport.request(peer, "echo", vec![]).await,
+            Err(Error::Closed)
+        ));
+    });
+}
