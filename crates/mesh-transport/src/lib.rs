@@ -15,8 +15,13 @@
 //! Channels are bounded both ways: callers wait when the command queue is full, and the network
 //! task waits (so libp2p applies backpressure to peers) when the event queue is full.
 //!
-//! Not yet here (see the transport issue): QUIC, relay/DCUtR/AutoNAT, delivery guarantees
-//! (acks, retries, persistent outbox), metrics, per-peer rate limits, the in-memory transport.
+//! - **delivery guarantees**: [`Messenger`] over a transport gives message ids,
+//!   acknowledgements, retries with backoff, a persistent duplicate filter and a persistent
+//!   outbox (in `mesh-store`), so a message to an offline peer arrives when it returns, until
+//!   its ttl expires; the logic is a sans-IO core in [`outbox`].
+//!
+//! Not yet here (see the transport issue): QUIC, relay/DCUtR/AutoNAT, metrics, per-peer rate
+//! limits, the in-memory transport.
 //!
 //! This crate must never depend on agentmesh crates above identity and store.
 
@@ -24,10 +29,13 @@
 
 pub mod codec;
 mod error;
+mod messenger;
 mod node;
+pub mod outbox;
 
 pub use error::{Error, Result};
 pub use libp2p::{Multiaddr, PeerId, multiaddr};
+pub use messenger::{DELIVER_PROTOCOL, Delivered, MAX_IN_FLIGHT, Messenger};
 pub use node::{
     Config, Discovery, Event, IDENTIFY_PROTOCOL, InboundRequest, KAD_PROTOCOL, MAX_PENDING_INBOUND,
     MAX_TOPIC_LEN, Transport, keypair_from_seed, parse_addr,

@@ -198,6 +198,7 @@ enum Command {
         reply: oneshot::Sender<Result<()>>,
     },
     Bootstrap(oneshot::Sender<Result<()>>),
+    AddAddress(PeerId, Multiaddr),
     ListenAddrs(oneshot::Sender<Vec<Multiaddr>>),
     ConnectedPeers(oneshot::Sender<Vec<PeerId>>),
     Shutdown(oneshot::Sender<()>),
@@ -449,6 +450,14 @@ impl Transport {
         self.call(Command::Bootstrap).await?
     }
 
+    /// Remembers `addr` as an address of `peer` (used when dialling it later).
+    pub async fn add_peer_address(&self, peer: PeerId, addr: Multiaddr) -> Result<()> {
+        self.tx
+            .send(Command::AddAddress(peer, addr))
+            .await
+            .map_err(|_| Error::Closed)
+    }
+
     /// The addresses this node listens on.
     pub async fn listen_addrs(&self) -> Result<Vec<Multiaddr>> {
         self.call(Command::ListenAddrs).await
@@ -642,6 +651,9 @@ impl Driver {
                         detail: e.to_string(),
                     });
                 let _ = reply.send(r);
+            }
+            Command::AddAddress(peer, addr) => {
+                self.swarm.behaviour_mut().kad.add_address(&peer, addr);
             }
             Command::ListenAddrs(reply) => {
                 let _ = reply.send(self.swarm.listeners().cloned().collect());

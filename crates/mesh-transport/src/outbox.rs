@@ -1,0 +1,496 @@
+//! Delivery guarantees as a sans-IO core: a persistent [`Outbox`] on the sending side and a
+//! persistent duplicate filter ([`Seen`]) on the receiving side.
+//!
+//! Drive the outbox like this (the [`crate::Messenger`] driver does):
+//!
+//! 1. [`Outbox::enqueue`] a message: it is written to the store before the call returns, so
+//!    it survives a crash or restart of the sender.
+//! 2. Ask [`Outbox::due`] with the current time for messages to (re)send; each is then in
+//!    flight until you report [`Outbox::acked`] (the receiver confirmed) or [`Outbox::failed`]
+//!    (it is retried after a jittered exponential backoff).
+//! 3. Sleep until [`Outbox::next_wakeup`], or until a peer connects
+//!    ([`Outbox::peer_available`] makes its messages due at once).
+//!
+//! A message is dropped when its ttl expires, reported by [`Outbox::due`] among the expired.
+//! The receiver keeps the ids it has delivered, until each message's expiry, in [`Seen`]: a
+//! retry of a message whose acknowledgement was lost is acknowledged again but not delivered
+//! twice, even across a restart of the receiver.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use mesh_store::{Batch, Kv};
+use mesh_types::wire::{self, Reader};
+use mesh_types::{Digest, MessageId, Timestamp};
+
+use crate::error::{Error, Result};
+
+const MESSAGE_PREFIX: &[u8] = b"m/";
+const SEEN_PREFIX: &[u8] = b"s/";
+
+/// Outbox settings.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct OutboxConfig {
+    /// Delay before the first retry.
+    pub initial_backoff: Duration,
+    /// Longest delay between retries.
+    pub max_backoff: Duration,
+    /// Most messages waiting at once; enqueueing more fails with [`Error::TooLarge`].
+    pub max_pending: usize,
+    /// Longest time-to-live accepted.
+    pub max_ttl: Duration,
+}
+
+impl Default for OutboxConfig {
+    fn default() -> Self {
+        Self {
+            initial_backoff: Duration::from_millis(250),
+            max_backoff: Duration::from_secs(30),
+            max_pending: 100_000,
+            max_ttl: Duration::from_secs(30 * 24 * 3600),
+        }
+    }
+}
+
+/// A message waiting for delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outgoing {
+    /// Its id (end-to-end, for deduplication).
+    pub id: MessageId,
+    /// The recipient's peer id bytes.
+    pub peer: Vec<u8>,
+    /// The application protocol it is for.
+    pub protocol: String,
+    /// The payload.
+    pub payload: Vec<u8>,
+    /// When it stops being worth delivering.
+    pub expires: Timestamp,
+}
+
+impl Outgoing {
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(64 + self.payload.len());
+        out.extend_from_slice(self.id.as_bytes());
+        wire::put_varint(&mut out, self.expires.0);
+        wire::put_len_prefixed(&mut out, &self.peer);
+        wire::put_len_prefixed(&mut out, self.protocol.as_bytes());
+        wire::put_len_prefixed(&mut out, &self.payload);
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Self> {
+        let bad = |e: wire::WireError| Error::Setup {
+            detail: format!("damaged outbox record: {e}"),
+        };
+        let mut r = Reader::new(bytes);
+        let id = MessageId(r.array::<16>().map_err(bad)?);
+        let expires = Timestamp(r.varint().map_err(bad)?);
+        let peer = r.len_prefixed("peer", 128).map_err(bad)?.to_vec();
+        let protocol = String::from_utf8(r.len_prefixed("protocol", 64).map_err(bad)?.to_vec())
+            .map_err(|_| Error::Setup {
+                detail: "damaged outbox record: protocol is not UTF-8".into(),
+            })?;
+        let payload = r.len_prefixed("payload", usize::MAX).map_err(bad)?.to_vec();
+        r.finish().map_err(bad)?;
+        Ok(Self {
+            id,
+            peer,
+            protocol,
+            payload,
+            expires,
+        })
+    }
+}
+
+#[derive(Debug)]
+struct Entry {
+    message: Outgoing,
+    attempts: u32,
+    next_attempt: Timestamp,
+    in_flight: bool,
+}
+
+/// What [`Outbox::due`] found.
+#[derive(Debug, Default)]
+pub struct Due {
+    /// Messages to send now (each is in flight until acked or failed).
+    pub send: Vec<Outgoing>,
+    /// Messages dropped because their ttl expired.
+    pub expired: Vec<MessageId>,
+}
+
+/// The sending side's persistent queue.
+pub struct Outbox<K: Kv> {
+    kv: K,
+    config: OutboxConfig,
+    entries: BTreeMap<MessageId, Entry>,
+}
+
+impl<K: Kv> std::fmt::Debug for Outbox<K> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outbox")
+            .field("pending", &self.entries.len())
+            .finish()
+    }
+}
+
+fn key(prefix: &[u8], id: &MessageId) -> Vec<u8> {
+    [prefix, id.as_bytes()].concat()
+}
+
+fn store_err(e: mesh_store::Error) -> Error {
+    Error::Setup {
+        detail: format!("outbox store: {e}"),
+    }
+}
+
+impl<K: Kv> Outbox<K> {
+    /// Opens the outbox kept in `kv`, loading every message that was waiting; they are due
+    /// at once (`now`).
+    pub fn open(kv: K, config: OutboxConfig, now: Timestamp) -> Result<Self> {
+        let mut entries = BTreeMap::new();
+        for (_, value) in kv
+            .scan_prefix(MESSAGE_PREFIX, usize::MAX)
+            .map_err(store_err)?
+        {
+            let message = Outgoing::decode(&value)?;
+            entries.insert(
+                message.id,
+                Entry {
+                    message,
+                    attempts: 0,
+                    next_attempt: now,
+                    in_flight: false,
+                },
+            );
+        }
+        Ok(Self {
+            kv,
+            config,
+            entries,
+        })
+    }
+
+    /// Number of messages waiting (in flight included).
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether nothing is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Adds a message; it is durable when this returns. Enqueueing an id already waiting is a
+    /// no-op.
+    pub fn enqueue(&mut self, message: Outgoing, now: Timestamp) -> Result<()> {
+        if self.entries.contains_key(&message.id) {
+            return Ok(());
+        }
+        if self.entries.len() >= self.config.max_pending {
+            return Err(Error::TooLarge {
+                what: "outbox",
+                len: self.entries.len() + 1,
+                max: self.config.max_pending,
+            });
+        }
+        if message.expires > now.saturating_add(self.config.max_ttl) {
+            return Err(Error::BadName {
+                what: "ttl",
+                name: format!("{:?}", message.expires),
+                detail: "longer than the maximum ttl",
+            });
+        }
+        self.kv
+            .put(&key(MESSAGE_PREFIX, &message.id), &message.encode())
+            .map_err(store_err)?;
+        self.entries.insert(
+            message.id,
+            Entry {
+                message,
+                attempts: 0,
+                next_attempt: now,
+                in_flight: false,
+            },
+        );
+        Ok(())
+    }
+
+    /// Messages to send at `now`, and messages dropped because they expired.
+    pub fn due(&mut self, now: Timestamp) -> Result<Due> {
+        let mut due = Due::default();
+        for (id, e) in &mut self.entries {
+            if now >= e.message.expires {
+                due.expired.push(*id);
+            } else if !e.in_flight && e.next_attempt <= now {
+                e.in_flight = true;
+                due.send.push(e.message.clone());
+            }
+        }
+        if !due.expired.is_empty() {
+            let mut batch = Batch::new();
+            for id in &due.expired {
+                batch.delete(key(MESSAGE_PREFIX, id));
+                self.entries.remove(id);
+            }
+            self.kv.apply(&batch).map_err(store_err)?;
+        }
+        Ok(due)
+    }
+
+    /// The receiver confirmed `id`: it is removed for good.
+    pub fn acked(&mut self, id: &MessageId) -> Result<()> {
+        if self.entries.remove(id).is_some() {
+            self.kv
+                .delete(&key(MESSAGE_PREFIX, id))
+                .map_err(store_err)?;
+        }
+        Ok(())
+    }
+
+    /// Sending `id` failed at `now`: it is retried after a backoff.
+    pub fn failed(&mut self, id: &MessageId, now: Timestamp) {
+        let (initial, max) = (self.config.initial_backoff, self.config.max_backoff);
+        if let Some(e) = self.entries.get_mut(id) {
+            e.in_flight = false;
+            e.attempts = e.attempts.saturating_add(1);
+            e.next_attempt = now.saturating_add(backoff(initial, max, e.attempts, id));
+        }
+    }
+
+    /// `peer` just became reachable: its waiting messages are due at `now`.
+    pub fn peer_available(&mut self, peer: &[u8], now: Timestamp) {
+        for e in self.entries.values_mut() {
+            if e.message.peer == peer && !e.in_flight {
+                e.next_attempt = now;
+            }
+        }
+    }
+
+    /// When [`Self::due`] next has something to do, if anything is waiting and not in flight.
+    pub fn next_wakeup(&self) -> Option<Timestamp> {
+        self.entries
+            .values()
+            .filter(|e| !e.in_flight)
+            .map(|e| e.next_attempt.min(e.message.expires))
+            .min()
+    }
+}
+
+/// `initial * 2^(attempts-1)`, capped at `max`, with a deterministic jitter of up to 25% taken
+/// from the message id (so retries of many messages spread out, reproducibly).
+pub fn backoff(initial: Duration, max: Duration, attempts: u32, id: &MessageId) -> Duration {
+    let exp = attempts.saturating_sub(1).min(20);
+    let base = initial.saturating_mul(1u32 << exp).min(max);
+    let h = Digest::of(id.as_bytes());
+    let jitter_permille = u32::from(u16::from_le_bytes([h.0[0], h.0[1]]) % 251);
+    base.saturating_add(base / 1000 * jitter_permille).min(max)
+}
+
+/// The receiving side's persistent record of delivered message ids.
+pub struct Seen<K: Kv> {
+    kv: K,
+    ids: HashSet<MessageId>,
+    max: usize,
+}
+
+impl<K: Kv> std::fmt::Debug for Seen<K> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Seen")
+            .field("ids", &self.ids.len())
+            .finish()
+    }
+}
+
+impl<K: Kv> Seen<K> {
+    /// Opens the record kept in `kv`, dropping entries expired at `now`. Remembers at most
+    /// `max` ids (the ones expiring soonest are dropped first).
+    pub fn open(kv: K, max: usize, now: Timestamp) -> Result<Self> {
+        let mut ids = HashSet::new();
+        let mut stale = Batch::new();
+        for (k, v) in kv.scan_prefix(SEEN_PREFIX, usize::MAX).map_err(store_err)? {
+            let id = k.get(SEEN_PREFIX.len()..).and_then(MessageId::from_slice);
+            let expires = <[u8; 8]>::try_from(v.as_slice())
+                .ok()
+                .map(|b| Timestamp(u64::from_le_bytes(b)));
+            match (id, expires) {
+                (Some(id), Some(exp)) if exp > now => {
+                    ids.insert(id);
+                }
+                _ => {
+                    stale.delete(k);
+                }
+            }
+        }
+        if !stale.is_empty() {
+            kv.apply(&stale).map_err(store_err)?;
+        }
+        Ok(Self {
+            kv,
+            ids,
+            max: max.max(1),
+        })
+    }
+
+    /// Whether `id` was recorded.
+    pub fn contains(&self, id: &MessageId) -> bool {
+        self.ids.contains(id)
+    }
+
+    /// Records `id` (valid until `expires`); returns `true` if it was new, `false` for a
+    /// duplicate. Durable when it returns.
+    pub fn insert(&mut self, id: MessageId, expires: Timestamp) -> Result<bool> {
+        if self.ids.contains(&id) {
+            return Ok(false);
+        }
+        if self.ids.len() >= self.max {
+            // Forget the entry expiring soonest.
+            let oldest = self
+                .kv
+                .scan_prefix(SEEN_PREFIX, usize::MAX)
+                .map_err(store_err)?
+                .into_iter()
+                .filter_map(|(k, v)| Some((u64::from_le_bytes(v.try_into().ok()?), k)))
+                .min();
+            if let Some((_, k)) = oldest {
+                if let Some(old) = k.get(SEEN_PREFIX.len()..).and_then(MessageId::from_slice) {
+                    self.ids.remove(&old);
+                }
+                self.kv.delete(&k).map_err(store_err)?;
+            }
+        }
+        self.kv
+            .put(&key(SEEN_PREFIX, &id), &expires.0.to_le_bytes())
+            .map_err(store_err)?;
+        self.ids.insert(id);
+        Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mesh_store::{MemStore, Store};
+
+    fn msg(n: u8, expires: u64) -> Outgoing {
+        Outgoing {
+            id: MessageId([n; 16]),
+            peer: vec![1, 2, 3],
+            protocol: "chat".into(),
+            payload: vec![n; 10],
+            expires: Timestamp(expires),
+        }
+    }
+
+    #[test]
+    fn retries_back_off_expire_and_survive_reopen() {
+        let store = MemStore::new();
+        let mut ob = Outbox::open(
+            store.kv("outbox").unwrap(),
+            OutboxConfig::default(),
+            Timestamp(0),
+        )
+        .unwrap();
+        ob.enqueue(msg(1, 10_000), Timestamp(0)).unwrap();
+        ob.enqueue(msg(2, 500), Timestamp(0)).unwrap();
+        ob.enqueue(msg(1, 10_000), Timestamp(0)).unwrap(); // duplicate id: no-op
+        assert_eq!(ob.len(), 2);
+        let due = ob.due(Timestamp(0)).unwrap();
+        assert_eq!(due.send.len(), 2);
+        assert!(
+            ob.due(Timestamp(1)).unwrap().send.is_empty(),
+            "in flight until reported"
+        );
+        ob.failed(&MessageId([1; 16]), Timestamp(100));
+        let wake = ob.next_wakeup().unwrap();
+        assert!(wake >= Timestamp(350) && wake <= Timestamp(413), "{wake:?}");
+        assert!(ob.due(Timestamp(349)).unwrap().send.is_empty());
+        // Message 2 is still in flight; at 500 it expires whatever its state.
+        let due = ob.due(Timestamp(600)).unwrap();
+        assert_eq!(due.expired, vec![MessageId([2; 16])]);
+        assert_eq!(due.send.len(), 1);
+        // Reopen: the waiting message is back, due at once.
+        let mut again = Outbox::open(
+            store.kv("outbox").unwrap(),
+            OutboxConfig::default(),
+            Timestamp(700),
+        )
+        .unwrap();
+        assert_eq!(again.len(), 1);
+        assert_eq!(
+            again.due(Timestamp(700)).unwrap().send,
+            vec![msg(1, 10_000)]
+        );
+        again.acked(&MessageId([1; 16])).unwrap();
+        assert!(
+            Outbox::open(
+                store.kv("outbox").unwrap(),
+                OutboxConfig::default(),
+                Timestamp(800)
+            )
+            .unwrap()
+            .is_empty()
+        );
+    }
+
+    #[test]
+    fn backoff_grows_caps_and_a_returning_peer_is_served_at_once() {
+        let id = MessageId([9; 16]);
+        let (i, m) = (Duration::from_millis(100), Duration::from_secs(2));
+        let b: Vec<Duration> = (1..8).map(|a| backoff(i, m, a, &id)).collect();
+        assert!(b.windows(2).all(|w| w[0] <= w[1]), "{b:?}");
+        assert_eq!(*b.last().unwrap(), m);
+        assert!(b[0] >= i && b[0] <= i + i / 4);
+        let store = MemStore::new();
+        let mut ob = Outbox::open(
+            store.kv("o").unwrap(),
+            OutboxConfig::default(),
+            Timestamp(0),
+        )
+        .unwrap();
+        ob.enqueue(msg(3, 1_000_000), Timestamp(0)).unwrap();
+        ob.due(Timestamp(0)).unwrap();
+        ob.failed(&MessageId([3; 16]), Timestamp(0));
+        assert!(ob.due(Timestamp(5)).unwrap().send.is_empty(), "backing off");
+        ob.peer_available(&[9, 9], Timestamp(5));
+        assert!(
+            ob.due(Timestamp(5)).unwrap().send.is_empty(),
+            "another peer changes nothing"
+        );
+        ob.peer_available(&[1, 2, 3], Timestamp(5));
+        assert_eq!(ob.due(Timestamp(5)).unwrap().send.len(), 1);
+    }
+
+    #[test]
+    fn seen_ids_persist_expire_and_stay_bounded() {
+        let store = MemStore::new();
+        let mut seen = Seen::open(store.kv("seen").unwrap(), 3, Timestamp(0)).unwrap();
+        assert!(seen.insert(MessageId([1; 16]), Timestamp(100)).unwrap());
+        assert!(!seen.insert(MessageId([1; 16]), Timestamp(100)).unwrap());
+        let mut reopened = Seen::open(store.kv("seen").unwrap(), 3, Timestamp(50)).unwrap();
+        assert!(
+            !reopened.insert(MessageId([1; 16]), Timestamp(100)).unwrap(),
+            "remembered across a restart"
+        );
+        let mut later = Seen::open(store.kv("seen").unwrap(), 3, Timestamp(100)).unwrap();
+        assert!(
+            later.insert(MessageId([1; 16]), Timestamp(200)).unwrap(),
+            "forgotten after expiry"
+        );
+        for n in 2..6u8 {
+            later
+                .insert(MessageId([n; 16]), Timestamp(300 + u64::from(n)))
+                .unwrap();
+        }
+        assert_eq!(
+            store
+                .kv("seen")
+                .unwrap()
+                .scan_prefix(b"s/", 100)
+                .unwrap()
+                .len(),
+            3
+        );
+    }
+}
