@@ -49,6 +49,9 @@ pub struct Config {
     pub max_connections_per_peer: u32,
     /// How long a connection with no traffic is kept.
     pub idle_timeout: Duration,
+    /// Most requests in flight at once (outbound callers wait for a slot; inbound streams
+    /// beyond it are refused by libp2p).
+    pub max_concurrent_requests: usize,
     /// Capacity of the command channel (callers wait when it is full).
     pub command_capacity: usize,
     /// Capacity of the event channel (the network waits when it is full).
@@ -72,6 +75,7 @@ impl Default for Config {
             max_connections: 256,
             max_connections_per_peer: 2,
             idle_timeout: Duration::from_secs(60),
+            max_concurrent_requests: 256,
             command_capacity: 256,
             event_capacity: 1024,
             agent_version: format!("agentmesh/{}", env!("CARGO_PKG_VERSION")),
@@ -223,6 +227,7 @@ pub struct Transport {
     peer_id: PeerId,
     next_id: Arc<AtomicU64>,
     max_message_len: usize,
+    request_slots: Arc<tokio::sync::Semaphore>,
 }
 
 fn valid_topic(topic: &str) -> Result<()> {
@@ -313,7 +318,8 @@ impl Transport {
                         Codec::new(max_len),
                         [(codec::PROTOCOL, request_response::ProtocolSupport::Full)],
                         request_response::Config::default()
-                            .with_request_timeout(cfg.request_timeout),
+                            .with_request_timeout(cfg.request_timeout)
+                            .with_max_concurrent_streams(cfg.max_concurrent_requests.max(1)),
                     ),
                     gossip,
                     kad,
@@ -354,6 +360,9 @@ impl Transport {
                 peer_id,
                 next_id: Arc::new(AtomicU64::new(1)),
                 max_message_len: config.max_message_len,
+                request_slots: Arc::new(tokio::sync::Semaphore::new(
+                    config.max_concurrent_requests.max(1),
+                )),
             },
             events_rx,
         ))
@@ -398,6 +407,11 @@ impl Transport {
                 max: self.max_message_len,
             });
         }
+        let _slot = self
+            .request_slots
+            .acquire()
+            .await
+            .map_err(|_| Error::Closed)?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let protocol = protocol.to_owned();
         self.call(|reply| Command::Request {

@@ -1,0 +1,219 @@
+//! `cargo bench -p mesh-transport`: two nodes on loopback (each on its own runtime).
+//!
+//! - request/response of 1 KiB: messages per second with 256 requests in flight, and latency
+//!   percentiles (p50/p99) at about half that rate;
+//! - gossip of 1 KiB to 3 subscribers (4 nodes): messages per second delivered to all.
+//!
+//! Percentiles are printed (criterion reports means); rates come from criterion's throughput.
+
+#![allow(
+    missing_docs,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::panic,
+    clippy::disallowed_methods // a benchmark measures wall-clock latency
+)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use mesh_transport::{Config, Event, Multiaddr, PeerId, Transport, keypair_from_seed};
+use tokio::runtime::Runtime;
+use tokio::sync::mpsc;
+
+struct Node {
+    transport: Transport,
+    addr: Multiaddr,
+    gossip: mpsc::Receiver<Vec<u8>>,
+    _rt: Runtime,
+}
+
+fn node(seed: u8) -> Node {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut config = Config::default();
+    config.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
+    config.mdns = false;
+    config.protocols = vec!["echo".into()];
+    let (transport, mut events) = {
+        let _g = rt.enter();
+        Transport::spawn(keypair_from_seed(&[seed; 32]).unwrap(), config).unwrap()
+    };
+    let (addr_tx, mut addr_rx) = mpsc::channel(1);
+    let (gossip_tx, gossip) = mpsc::channel(1 << 16);
+    let t = transport.clone();
+    rt.spawn(async move {
+        while let Some(e) = events.recv().await {
+            match e {
+                Event::Listening { addr } => {
+                    let _ = addr_tx.try_send(addr);
+                }
+                Event::Request(r) => t.respond(r.token, Ok(r.data)).await.unwrap(),
+                Event::Message { data, .. } => {
+                    let _ = gossip_tx.try_send(data);
+                }
+                _ => {}
+            }
+        }
+    });
+    let addr = rt.block_on(addr_rx.recv()).unwrap();
+    let peer = transport.peer_id();
+    Node {
+        transport,
+        addr: addr.with(mesh_transport::multiaddr::Protocol::P2p(peer)),
+        gossip,
+        _rt: rt,
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn request_response(c: &mut Criterion) {
+    let server = node(1);
+    let client = node(2);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let peer: PeerId = server.transport.peer_id();
+    rt.block_on(async {
+        client.transport.dial(server.addr.clone()).await.unwrap();
+        for _ in 0..100 {
+            if client
+                .transport
+                .request(peer, "echo", vec![0; 8])
+                .await
+                .is_ok()
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    let payload = Arc::new(vec![7u8; 1024]);
+    let mut g = c.benchmark_group("request_response_1KiB");
+    g.sample_size(10);
+    let batch = 2048u64;
+    g.throughput(Throughput::Elements(batch));
+    g.bench_function("256_in_flight", |b| {
+        b.to_async(&rt).iter(|| {
+            let t = client.transport.clone();
+            let payload = payload.clone();
+            async move {
+                let sem = Arc::new(tokio::sync::Semaphore::new(256));
+                let mut tasks = Vec::with_capacity(batch as usize);
+                for _ in 0..batch {
+                    let permit = sem.clone().acquire_owned().await.unwrap();
+                    let t = t.clone();
+                    let p = payload.to_vec();
+                    tasks.push(tokio::spawn(async move {
+                        t.request(peer, "echo", p).await.unwrap();
+                        drop(permit);
+                    }));
+                }
+                for task in tasks {
+                    task.await.unwrap();
+                }
+            }
+        })
+    });
+    g.finish();
+
+    // Latency at a fixed offered rate (open loop): 10,000 requests/s for 2 s.
+    rt.block_on(async {
+        let rate = 10_000u32;
+        let total = rate * 2;
+        let interval = Duration::from_secs(1) / rate;
+        let start = Instant::now();
+        let mut tasks = Vec::with_capacity(total as usize);
+        for i in 0..total {
+            let due = start + interval * i;
+            tokio::time::sleep_until(due.into()).await;
+            let t = client.transport.clone();
+            let p = payload.to_vec();
+            tasks.push(tokio::spawn(async move {
+                let sent = Instant::now();
+                t.request(peer, "echo", p).await.map(|_| sent.elapsed())
+            }));
+        }
+        let mut lat = Vec::with_capacity(tasks.len());
+        for t in tasks {
+            if let Ok(d) = t.await.unwrap() {
+                lat.push(d);
+            }
+        }
+        lat.sort();
+        println!(
+            "request_response_1KiB at {rate}/s offered: {} ok of {total}, p50 {:?}, p99 {:?}, max {:?}",
+            lat.len(),
+            percentile(&lat, 0.50),
+            percentile(&lat, 0.99),
+            lat.last().copied().unwrap_or_default()
+        );
+    });
+}
+
+fn gossip(c: &mut Criterion) {
+    let mut nodes: Vec<Node> = (10..14).map(node).collect();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        for n in &nodes {
+            n.transport.subscribe("bench").await.unwrap();
+        }
+        for n in &nodes[1..] {
+            n.transport.dial(nodes[0].addr.clone()).await.unwrap();
+        }
+        for i in 2..4 {
+            nodes[i]
+                .transport
+                .dial(nodes[1].addr.clone())
+                .await
+                .unwrap();
+        }
+        tokio::time::sleep(Duration::from_secs(3)).await; // mesh formation
+    });
+    let (publisher, subscribers) = nodes.split_at_mut(1);
+    let publisher = &publisher[0];
+    let n = 1000u64;
+    let mut g = c.benchmark_group("gossip_1KiB_to_3");
+    g.sample_size(10);
+    g.throughput(Throughput::Elements(n));
+    let mut seq = 0u64;
+    g.bench_function("publish_and_deliver_to_all", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                for _ in 0..n {
+                    seq += 1;
+                    let mut data = seq.to_le_bytes().to_vec();
+                    data.resize(1024, 0);
+                    publisher.transport.publish("bench", data).await.unwrap();
+                }
+                for s in subscribers.iter_mut() {
+                    let mut got = 0;
+                    while got < n {
+                        match tokio::time::timeout(Duration::from_secs(10), s.gossip.recv()).await {
+                            Ok(Some(_)) => got += 1,
+                            _ => panic!("gossip lost: {got} of {n}"),
+                        }
+                    }
+                }
+            })
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, request_response, gossip);
+criterion_main!(benches);
