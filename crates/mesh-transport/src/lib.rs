@@ -20,8 +20,12 @@
 //!   outbox (in `mesh-store`), so a message to an offline peer arrives when it returns, until
 //!   its ttl expires; the logic is a sans-IO core in [`outbox`].
 //!
-//! Not yet here (see the transport issue): QUIC, relay/DCUtR/AutoNAT, metrics, per-peer rate
-//! limits, the in-memory transport.
+//! - **limits**: a bound on connections (total and per peer), on in-flight requests, on pending
+//!   inbound requests, and a per-peer request rate ([`limits`]): a flooding peer is refused
+//!   while others are served.
+//!
+//! Not yet here (see the transport issue): QUIC, relay/DCUtR/AutoNAT, metrics, the in-memory
+//! transport.
 //!
 //! This crate must never depend on agentmesh crates above identity and store.
 
@@ -29,6 +33,7 @@
 
 pub mod codec;
 mod error;
+pub mod limits;
 mod messenger;
 mod node;
 pub mod outbox;

@@ -49,6 +49,11 @@ pub struct Config {
     pub max_connections_per_peer: u32,
     /// How long a connection with no traffic is kept.
     pub idle_timeout: Duration,
+    /// Inbound requests one peer may make per second (beyond its burst); excess requests are
+    /// refused with "rate limited" and never reach the application.
+    pub requests_per_peer_per_sec: u32,
+    /// Inbound requests one peer may make at once before the rate applies.
+    pub request_burst_per_peer: u32,
     /// Most requests in flight at once (outbound callers wait for a slot; inbound streams
     /// beyond it are refused by libp2p).
     pub max_concurrent_requests: usize,
@@ -76,6 +81,8 @@ impl Default for Config {
             max_connections_per_peer: 2,
             idle_timeout: Duration::from_secs(60),
             max_concurrent_requests: 256,
+            requests_per_peer_per_sec: 2000,
+            request_burst_per_peer: 4000,
             command_capacity: 256,
             event_capacity: 1024,
             agent_version: format!("agentmesh/{}", env!("CARGO_PKG_VERSION")),
@@ -346,6 +353,12 @@ impl Transport {
             pending_out: HashMap::new(),
             pending_in: HashMap::new(),
             next_token: 0,
+            limiter: crate::limits::RateLimiter::new(
+                config.requests_per_peer_per_sec,
+                config.request_burst_per_peer,
+                4 * config.max_connections as usize,
+            ),
+            started: tokio::time::Instant::now(),
         };
         for addr in &config.bootstrap {
             driver.add_bootstrap(addr);
@@ -514,6 +527,8 @@ struct Driver {
         ),
     >,
     next_token: u64,
+    limiter: crate::limits::RateLimiter<PeerId>,
+    started: tokio::time::Instant,
 }
 
 impl Driver {
@@ -862,7 +877,19 @@ impl Driver {
         request: WireRequest,
         channel: request_response::ResponseChannel<WireResponse>,
     ) {
+        let now = mesh_types::Instant::from_nanos(
+            u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX),
+        );
+        let allowed = self.limiter.allow(&peer, now);
         let rr = &mut self.swarm.behaviour_mut().rr;
+        if !allowed {
+            let limited = WireResponse {
+                status: Status::Refused,
+                data: b"rate limited".to_vec(),
+            };
+            let _ = rr.send_response(channel, limited);
+            return;
+        }
         if !self.served.contains(&request.protocol) {
             let _ = rr.send_response(
                 channel,

@@ -293,3 +293,49 @@ fn unreachable_bootstrap_peers_are_reported_and_the_node_keeps_running() {
         ));
     });
 }
+
+#[test]
+fn a_flooding_peer_is_throttled_while_an_honest_peer_is_served() {
+    let a = node(40, |c| {
+        c.requests_per_peer_per_sec = 20;
+        c.request_burst_per_peer = 20;
+    });
+    let mut flooder = node(41, |_| {});
+    let mut honest = node(42, |_| {});
+    let target = a.transport.peer_id();
+    test_rt().block_on(async {
+        for n in [&mut flooder, &mut honest] {
+            n.transport.dial(a.addr.clone()).await.unwrap();
+            wait_for(n, 10, |e| matches!(e, Event::PeerConnected { .. })).await;
+        }
+        let mut tasks = Vec::new();
+        for i in 0..400u32 {
+            let t = flooder.transport.clone();
+            tasks.push(tokio::spawn(async move {
+                t.request(target, "echo", i.to_le_bytes().to_vec()).await
+            }));
+        }
+        let mut refused = 0;
+        let mut served = 0;
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok(_) => served += 1,
+                Err(Error::Refused { detail, .. }) if detail == "rate limited" => refused += 1,
+                Err(e) => panic!("unexpected error {e}"),
+            }
+        }
+        assert!(refused >= 300, "flooder served {served}, refused {refused}");
+        // The honest peer, within its own budget, gets every answer.
+        for i in 0..15u32 {
+            let data = i.to_le_bytes().to_vec();
+            assert_eq!(
+                honest
+                    .transport
+                    .request(target, "echo", data.clone())
+                    .await
+                    .unwrap(),
+                data
+            );
+        }
+    });
+}
