@@ -24,8 +24,11 @@
 //!   inbound requests, and a per-peer request rate ([`limits`]): a flooding peer is refused
 //!   while others are served.
 //!
-//! Not yet here (see the transport issue): QUIC, relay/DCUtR/AutoNAT, metrics, the in-memory
-//! transport.
+//! - **metrics**: [`Transport::metrics_text`] renders libp2p's metrics (bandwidth, connections,
+//!   identify, Kademlia, gossipsub, ping) and ours (`mesh_requests_out`, `mesh_requests_in`,
+//!   `mesh_request_seconds`, `mesh_gossip_*`) in the Prometheus text format.
+//!
+//! Not yet here (see the transport issue): QUIC, relay/DCUtR/AutoNAT, the in-memory transport.
 //!
 //! This crate must never depend on agentmesh crates above identity and store.
 
@@ -35,6 +38,7 @@ pub mod codec;
 mod error;
 pub mod limits;
 mod messenger;
+mod metrics;
 mod node;
 pub mod outbox;
 

@@ -212,6 +212,7 @@ enum Command {
     AddAddress(PeerId, Multiaddr),
     ListenAddrs(oneshot::Sender<Vec<Multiaddr>>),
     ConnectedPeers(oneshot::Sender<Vec<PeerId>>),
+    Metrics(oneshot::Sender<String>),
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -276,6 +277,7 @@ impl Transport {
         };
         let max_len = config.max_message_len;
         let cfg = config.clone();
+        let mut registry = prometheus_client::registry::Registry::default();
         let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
             .with_tokio()
             .with_tcp(
@@ -286,6 +288,7 @@ impl Transport {
             .map_err(|e| setup(&e))?
             .with_dns()
             .map_err(|e| setup(&e))?
+            .with_bandwidth_metrics(&mut registry)
             .with_behaviour(|key| {
                 let gossip_config = gossipsub::ConfigBuilder::default()
                     .max_transmit_size(max_len)
@@ -353,6 +356,8 @@ impl Transport {
             pending_out: HashMap::new(),
             pending_in: HashMap::new(),
             next_token: 0,
+            metrics: crate::metrics::Metrics::new(&mut registry),
+            registry,
             limiter: crate::limits::RateLimiter::new(
                 config.requests_per_peer_per_sec,
                 config.request_burst_per_peer,
@@ -490,6 +495,11 @@ impl Transport {
         self.call(Command::ListenAddrs).await
     }
 
+    /// The transport's metrics in the Prometheus text format.
+    pub async fn metrics_text(&self) -> Result<String> {
+        self.call(Command::Metrics).await
+    }
+
     /// The peers currently connected.
     pub async fn connected_peers(&self) -> Result<Vec<PeerId>> {
         self.call(Command::ConnectedPeers).await
@@ -507,6 +517,7 @@ async fn emit(events: &mpsc::Sender<Event>, event: Event) {
 }
 
 struct PendingOut {
+    sent: tokio::time::Instant,
     id: u64,
     peer: PeerId,
     protocol: String,
@@ -527,6 +538,8 @@ struct Driver {
         ),
     >,
     next_token: u64,
+    metrics: crate::metrics::Metrics,
+    registry: prometheus_client::registry::Registry,
     limiter: crate::limits::RateLimiter<PeerId>,
     started: tokio::time::Instant,
 }
@@ -612,6 +625,7 @@ impl Driver {
                 self.pending_out.insert(
                     rid,
                     PendingOut {
+                        sent: tokio::time::Instant::now(),
                         id,
                         peer,
                         protocol,
@@ -666,6 +680,9 @@ impl Driver {
                         topic,
                         detail: e.to_string(),
                     });
+                if r.is_ok() {
+                    self.metrics.gossip_published.inc();
+                }
                 let _ = reply.send(r);
             }
             Command::Bootstrap(reply) => {
@@ -687,6 +704,9 @@ impl Driver {
             Command::ListenAddrs(reply) => {
                 let _ = reply.send(self.swarm.listeners().cloned().collect());
             }
+            Command::Metrics(reply) => {
+                let _ = reply.send(crate::metrics::encode(&self.registry));
+            }
             Command::ConnectedPeers(reply) => {
                 let _ = reply.send(self.swarm.connected_peers().copied().collect());
             }
@@ -695,6 +715,7 @@ impl Driver {
     }
 
     async fn swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        libp2p::metrics::Recorder::record(&self.metrics.libp2p, &event);
         match event {
             SwarmEvent::NewListenAddr { address, .. } => {
                 emit(&self.events, Event::Listening { addr: address }).await
@@ -739,6 +760,17 @@ impl Driver {
     }
 
     async fn behaviour_event(&mut self, event: BehaviourEvent) {
+        {
+            use libp2p::metrics::Recorder as _;
+            let m = &self.metrics.libp2p;
+            match &event {
+                BehaviourEvent::Identify(e) => m.record(e),
+                BehaviourEvent::Kad(e) => m.record(e),
+                BehaviourEvent::Gossip(e) => m.record(e),
+                BehaviourEvent::Ping(e) => m.record(e),
+                _ => {}
+            }
+        }
         match event {
             BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
                 for addr in &info.listen_addrs {
@@ -801,6 +833,7 @@ impl Driver {
                 .await;
             }
             BehaviourEvent::Gossip(gossipsub::Event::Message { message, .. }) => {
+                self.metrics.gossip_received.inc();
                 emit(
                     &self.events,
                     Event::Message {
@@ -825,6 +858,14 @@ impl Driver {
                         response,
                     } => {
                         if let Some(p) = self.pending_out.remove(&request_id) {
+                            self.metrics
+                                .request_seconds
+                                .observe(p.sent.elapsed().as_secs_f64());
+                            self.metrics.out(match response.status {
+                                Status::Ok => "ok",
+                                Status::UnknownProtocol => "unknown_protocol",
+                                Status::Refused => "refused",
+                            });
                             let peer = p.peer.to_string();
                             let r = match response.status {
                                 Status::Ok => Ok(response.data),
@@ -849,6 +890,7 @@ impl Driver {
                 ..
             }) => {
                 if let Some(p) = self.pending_out.remove(&request_id) {
+                    self.metrics.out("failed");
                     let _ = p.reply.send(Err(Error::Request {
                         id: p.id,
                         protocol: p.protocol,
@@ -883,6 +925,7 @@ impl Driver {
         let allowed = self.limiter.allow(&peer, now);
         let rr = &mut self.swarm.behaviour_mut().rr;
         if !allowed {
+            self.metrics.inbound("rate_limited");
             let limited = WireResponse {
                 status: Status::Refused,
                 data: b"rate limited".to_vec(),
@@ -891,6 +934,7 @@ impl Driver {
             return;
         }
         if !self.served.contains(&request.protocol) {
+            self.metrics.inbound("unknown_protocol");
             let _ = rr.send_response(
                 channel,
                 WireResponse {
@@ -901,6 +945,7 @@ impl Driver {
             return;
         }
         if self.pending_in.len() >= MAX_PENDING_INBOUND {
+            self.metrics.inbound("busy");
             let busy = WireResponse {
                 status: Status::Refused,
                 data: b"busy: too many pending requests".to_vec(),
@@ -908,6 +953,7 @@ impl Driver {
             let _ = rr.send_response(channel, busy);
             return;
         }
+        self.metrics.inbound("delivered");
         let token = self.next_token;
         self.next_token += 1;
         self.pending_in.insert(token, (request_id, channel));
