@@ -1,6 +1,6 @@
 //! How agentmesh peers reach each other.
 //!
-//! This crate owns the network: a [`Transport`] handle over a libp2p swarm (TCP, Noise, yamux,
+//! This crate owns the network: a [`Transport`] handle over a libp2p swarm (TCP with Noise and yamux, QUIC,
 //! identify, ping, mDNS, Kademlia, gossipsub, request/response) driven by one task. The rest of
 //! the workspace uses three things:
 //!
@@ -28,7 +28,7 @@
 //!   identify, Kademlia, gossipsub, ping) and ours (`mesh_requests_out`, `mesh_requests_in`,
 //!   `mesh_request_seconds`, `mesh_gossip_*`) in the Prometheus text format.
 //!
-//! Not yet here (see the transport issue): QUIC, relay/DCUtR/AutoNAT, the in-memory transport.
+//! Not yet here (see the transport issue): relay/DCUtR/AutoNAT, the in-memory transport.
 //!
 //! This crate must never depend on agentmesh crates above identity and store.
 

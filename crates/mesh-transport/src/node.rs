@@ -31,7 +31,8 @@ pub const MAX_TOPIC_LEN: usize = 64;
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct Config {
-    /// Addresses to listen on (`/ip4/0.0.0.0/tcp/0` by default: every interface, a free port).
+    /// Addresses to listen on (by default every interface, a free port, over TCP and QUIC:
+    /// `/ip4/0.0.0.0/tcp/0` and `/ip4/0.0.0.0/udp/0/quic-v1`).
     pub listen: Vec<Multiaddr>,
     /// Peers to join through, as multiaddresses ending in `/p2p/<peer id>`.
     pub bootstrap: Vec<Multiaddr>,
@@ -71,6 +72,9 @@ impl Default for Config {
             listen: vec![
                 Multiaddr::from(std::net::Ipv4Addr::UNSPECIFIED)
                     .with(libp2p::multiaddr::Protocol::Tcp(0)),
+                Multiaddr::from(std::net::Ipv4Addr::UNSPECIFIED)
+                    .with(libp2p::multiaddr::Protocol::Udp(0))
+                    .with(libp2p::multiaddr::Protocol::QuicV1),
             ],
             bootstrap: Vec::new(),
             mdns: true,
@@ -286,6 +290,7 @@ impl Transport {
                 yamux::Config::default,
             )
             .map_err(|e| setup(&e))?
+            .with_quic()
             .with_dns()
             .map_err(|e| setup(&e))?
             .with_bandwidth_metrics(&mut registry)

@@ -339,3 +339,28 @@ fn a_flooding_peer_is_throttled_while_an_honest_peer_is_served() {
         }
     });
 }
+
+#[test]
+fn quic_carries_requests() {
+    let quic = |c: &mut Config| c.listen = vec!["/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap()];
+    let a = node(50, quic);
+    let mut b = node(51, quic);
+    assert!(a.addr.to_string().contains("/quic-v1/"), "{}", a.addr);
+    test_rt().block_on(async {
+        b.transport.dial(a.addr.clone()).await.unwrap();
+        match wait_for(&mut b, 10, |e| matches!(e, Event::PeerConnected { .. })).await {
+            Event::PeerConnected { addr, .. } => {
+                assert!(addr.to_string().contains("quic-v1"), "{addr}")
+            }
+            _ => unreachable!(),
+        }
+        let peer = a.transport.peer_id();
+        assert_eq!(
+            b.transport
+                .request(peer, "echo", b"over quic".to_vec())
+                .await
+                .unwrap(),
+            b"over quic"
+        );
+    });
+}
