@@ -28,7 +28,11 @@
 //!   identify, Kademlia, gossipsub, ping) and ours (`mesh_requests_out`, `mesh_requests_in`,
 //!   `mesh_request_seconds`, `mesh_gossip_*`) in the Prometheus text format.
 //!
-//! Not yet here (see the transport issue): relay/DCUtR/AutoNAT, the in-memory transport.
+//! - **in memory**: [`memory::MemoryNetwork`] runs nodes with the same handle and events in one
+//!   process, with seeded delay, loss, duplication, reordering and partitions, for simulations
+//!   and protocol tests.
+//!
+//! Not yet here (see the transport issue): relay/DCUtR/AutoNAT.
 //!
 //! This crate must never depend on agentmesh crates above identity and store.
 
@@ -37,6 +41,7 @@
 pub mod codec;
 mod error;
 pub mod limits;
+pub mod memory;
 mod messenger;
 mod metrics;
 mod node;

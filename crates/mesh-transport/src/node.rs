@@ -192,7 +192,7 @@ pub enum Event {
     },
 }
 
-enum Command {
+pub(crate) enum Command {
     Listen(Multiaddr, oneshot::Sender<Result<()>>),
     Dial(Multiaddr, oneshot::Sender<Result<()>>),
     Request {
@@ -389,6 +389,22 @@ impl Transport {
             },
             events_rx,
         ))
+    }
+
+    /// A handle whose commands go to `tx` (used by the in-memory driver).
+    pub(crate) fn from_channel(
+        tx: mpsc::Sender<Command>,
+        peer_id: PeerId,
+        max_message_len: usize,
+        max_concurrent_requests: usize,
+    ) -> Self {
+        Self {
+            tx,
+            peer_id,
+            next_id: Arc::new(AtomicU64::new(1)),
+            max_message_len,
+            request_slots: Arc::new(tokio::sync::Semaphore::new(max_concurrent_requests.max(1))),
+        }
     }
 
     /// This node's peer id.
