@@ -12,8 +12,10 @@
 //!   gossipsub; messages arrive as [`Event::Message`].
 //! - **peer events**: discovered, connected, disconnected, identified, dial failures.
 //!
-//! Channels are bounded both ways: callers wait when the command queue is full, and the network
-//! task waits (so libp2p applies backpressure to peers) when the event queue is full.
+//! Channels are bounded both ways. Callers wait when the command queue is full. When the event
+//! queue is full (the application is not keeping up), the network task never waits on it for
+//! the high-volume events: gossip messages are dropped and counted (`mesh_events_dropped`) and
+//! requests are refused as busy; rare events (connections, discoveries) wait for room.
 //!
 //! - **delivery guarantees**: [`Messenger`] over a transport gives message ids,
 //!   acknowledgements, retries with backoff, a persistent duplicate filter and a persistent

@@ -19,6 +19,7 @@ pub(crate) struct Metrics {
     pub(crate) request_seconds: Histogram,
     pub(crate) gossip_published: Counter,
     pub(crate) gossip_received: Counter,
+    pub(crate) events_dropped: Counter,
     pub(crate) libp2p: libp2p::metrics::Metrics,
 }
 
@@ -32,6 +33,7 @@ impl Metrics {
             ]),
             gossip_published: Counter::default(),
             gossip_received: Counter::default(),
+            events_dropped: Counter::default(),
             libp2p: libp2p::metrics::Metrics::new(registry),
         };
         let r = registry.sub_registry_with_prefix("mesh");
@@ -59,6 +61,11 @@ impl Metrics {
             "gossip_received",
             "Gossip messages received",
             m.gossip_received.clone(),
+        );
+        r.register(
+            "events_dropped",
+            "Gossip messages dropped because the application did not keep up",
+            m.events_dropped.clone(),
         );
         m
     }

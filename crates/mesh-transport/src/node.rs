@@ -855,15 +855,15 @@ impl Driver {
             }
             BehaviourEvent::Gossip(gossipsub::Event::Message { message, .. }) => {
                 self.metrics.gossip_received.inc();
-                emit(
-                    &self.events,
-                    Event::Message {
-                        topic: message.topic.into_string(),
-                        source: message.source,
-                        data: message.data,
-                    },
-                )
-                .await;
+                // Never wait on a slow application for gossip: drop and count instead.
+                let event = Event::Message {
+                    topic: message.topic.into_string(),
+                    source: message.source,
+                    data: message.data,
+                };
+                if self.events.try_send(event).is_err() {
+                    self.metrics.events_dropped.inc();
+                }
             }
             BehaviourEvent::Rr(request_response::Event::Message { peer, message, .. }) => {
                 match message {
@@ -965,7 +965,8 @@ impl Driver {
             );
             return;
         }
-        if self.pending_in.len() >= MAX_PENDING_INBOUND {
+        if self.pending_in.len() >= MAX_PENDING_INBOUND || self.events.capacity() == 0 {
+            // The application is not keeping up: refuse now rather than wait on it.
             self.metrics.inbound("busy");
             let busy = WireResponse {
                 status: Status::Refused,
@@ -978,15 +979,16 @@ impl Driver {
         let token = self.next_token;
         self.next_token += 1;
         self.pending_in.insert(token, (request_id, channel));
-        emit(
-            &self.events,
-            Event::Request(InboundRequest {
-                peer,
-                protocol: request.protocol,
-                data: request.data,
-                token,
-            }),
-        )
-        .await;
+        let event = Event::Request(InboundRequest {
+            peer,
+            protocol: request.protocol,
+            data: request.data,
+            token,
+        });
+        // Capacity was checked above and only this task sends, so this does not fail unless
+        // the application dropped its receiver.
+        if self.events.try_send(event).is_err() {
+            self.pending_in.remove(&token);
+        }
     }
 }

@@ -364,3 +364,61 @@ fn quic_carries_requests() {
         );
     });
 }
+
+#[test]
+fn a_slow_application_keeps_queues_bounded_and_the_node_responsive() {
+    let a = node(60, |_| {});
+    // `b` has a tiny event queue and nobody reads it.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut config = Config::default();
+    config.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
+    config.mdns = false;
+    config.protocols = vec!["echo".into()];
+    config.event_capacity = 8;
+    let (b, b_events) = {
+        let _g = rt.enter();
+        Transport::spawn(keypair_from_seed(&[61; 32]).unwrap(), config).unwrap()
+    };
+    test_rt().block_on(async {
+        b.subscribe("firehose").await.unwrap();
+        a.transport.subscribe("firehose").await.unwrap();
+        b.dial(a.addr.clone()).await.unwrap();
+        let b_id = b.peer_id();
+        let mut sent = 0;
+        for i in 0..3000u32 {
+            if a.transport
+                .publish("firehose", i.to_le_bytes().repeat(64))
+                .await
+                .is_ok()
+            {
+                sent += 1;
+            }
+            if i % 100 == 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        assert!(sent > 0, "nothing was published");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        // The queue never grows past its bound ...
+        assert!(b_events.len() <= 8, "event queue holds {}", b_events.len());
+        // ... the node still answers commands and reports what it dropped ...
+        let text = b.metrics_text().await.unwrap();
+        let dropped: u64 = text
+            .lines()
+            .find(|l| l.starts_with("mesh_events_dropped_total"))
+            .and_then(|l| l.split_whitespace().last())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        assert!(dropped > 0, "{text}");
+        // ... and refuses requests instead of queueing them without bound.
+        match a.transport.request(b_id, "echo", b"x".to_vec()).await {
+            Err(Error::Refused { detail, .. }) => assert!(detail.starts_with("busy"), "{detail}"),
+            other => panic!("expected a busy refusal, got {other:?}"),
+        }
+    });
+    drop(b_events);
+}
