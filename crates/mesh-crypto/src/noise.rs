@@ -49,6 +49,29 @@ fn noise_err(step: &'static str) -> impl FnOnce(snow::Error) -> Error {
     }
 }
 
+fn check_len(what: &'static str, len: usize, max: usize) -> Result<()> {
+    if len > max {
+        return Err(Error::TooLarge {
+            what,
+            len: len as u64,
+            max: max as u64,
+        });
+    }
+    Ok(())
+}
+
+/// Runs a snow operation writing into a buffer of `capacity` bytes; returns what it wrote.
+fn into_vec(
+    capacity: usize,
+    step: &'static str,
+    op: impl FnOnce(&mut [u8]) -> std::result::Result<usize, snow::Error>,
+) -> Result<Vec<u8>> {
+    let mut out = vec![0u8; capacity];
+    let n = op(&mut out).map_err(noise_err(step))?;
+    out.truncate(n);
+    Ok(out)
+}
+
 /// X25519 for snow, from x25519-dalek.
 #[derive(Default)]
 struct Dalek25519 {
@@ -197,31 +220,19 @@ impl Handshake {
 
     /// Writes the next handshake message carrying `payload`.
     pub fn write_message(&mut self, payload: &[u8]) -> Result<Vec<u8>> {
-        let mut out = vec![0u8; MAX_MESSAGE_LEN];
-        let n = self
-            .state
-            .write_message(payload, &mut out)
-            .map_err(noise_err("writing a handshake message"))?;
-        out.truncate(n);
-        Ok(out)
+        let state = &mut self.state;
+        into_vec(MAX_MESSAGE_LEN, "writing a handshake message", |out| {
+            state.write_message(payload, out)
+        })
     }
 
     /// Reads the peer's next handshake message; returns its payload.
     pub fn read_message(&mut self, message: &[u8]) -> Result<Vec<u8>> {
-        if message.len() > MAX_MESSAGE_LEN {
-            return Err(Error::TooLarge {
-                what: "Noise message",
-                len: message.len() as u64,
-                max: MAX_MESSAGE_LEN as u64,
-            });
-        }
-        let mut out = vec![0u8; message.len()];
-        let n = self
-            .state
-            .read_message(message, &mut out)
-            .map_err(noise_err("reading a handshake message"))?;
-        out.truncate(n);
-        Ok(out)
+        check_len("Noise message", message.len(), MAX_MESSAGE_LEN)?;
+        let state = &mut self.state;
+        into_vec(message.len(), "reading a handshake message", |out| {
+            state.read_message(message, out)
+        })
     }
 
     /// Whether the handshake is complete.
@@ -298,39 +309,21 @@ impl std::fmt::Debug for Transport {
 impl Transport {
     /// Encrypts one message (at most [`MAX_PLAINTEXT_LEN`] bytes).
     pub fn encrypt(&mut self, plaintext: &[u8]) -> Result<Vec<u8>> {
-        if plaintext.len() > MAX_PLAINTEXT_LEN {
-            return Err(Error::TooLarge {
-                what: "Noise plaintext",
-                len: plaintext.len() as u64,
-                max: MAX_PLAINTEXT_LEN as u64,
-            });
-        }
-        let mut out = vec![0u8; plaintext.len() + TAG_LEN];
-        let n = self
-            .state
-            .write_message(plaintext, &mut out)
-            .map_err(noise_err("encrypting"))?;
-        out.truncate(n);
-        Ok(out)
+        check_len("Noise plaintext", plaintext.len(), MAX_PLAINTEXT_LEN)?;
+        let state = &mut self.state;
+        into_vec(plaintext.len() + TAG_LEN, "encrypting", |out| {
+            state.write_message(plaintext, out)
+        })
     }
 
     /// Decrypts one message. Messages must arrive in order: Noise transport uses implicit
     /// counters, so a dropped, reordered or replayed message fails.
     pub fn decrypt(&mut self, message: &[u8]) -> Result<Vec<u8>> {
-        if message.len() > MAX_MESSAGE_LEN {
-            return Err(Error::TooLarge {
-                what: "Noise message",
-                len: message.len() as u64,
-                max: MAX_MESSAGE_LEN as u64,
-            });
-        }
-        let mut out = vec![0u8; message.len()];
-        let n = self
-            .state
-            .read_message(message, &mut out)
-            .map_err(noise_err("decrypting"))?;
-        out.truncate(n);
-        Ok(out)
+        check_len("Noise message", message.len(), MAX_MESSAGE_LEN)?;
+        let state = &mut self.state;
+        into_vec(message.len(), "decrypting", |out| {
+            state.read_message(message, out)
+        })
     }
 
     /// The peer's static key.

@@ -96,13 +96,18 @@ async fn wait_for(node: &mut Node, secs: u64, mut pred: impl FnMut(&Event) -> bo
     }
 }
 
+/// Dials `to` from `from` and waits until connected.
+async fn connect(from: &mut Node, to: &Node) {
+    from.transport.dial(to.addr.clone()).await.unwrap();
+    wait_for(from, 10, |e| matches!(e, Event::PeerConnected { .. })).await;
+}
+
 #[test]
 fn request_response_round_trips_and_reports_errors_clearly() {
     let a = node(1, |_| {});
     let mut b = node(2, |c| c.bootstrap = Vec::new());
     test_rt().block_on(async {
-        b.transport.dial(a.addr.clone()).await.unwrap();
-        wait_for(&mut b, 10, |e| matches!(e, Event::PeerConnected { .. })).await;
+        connect(&mut b, &a).await;
         let peer = a.transport.peer_id();
         assert_eq!(
             b.transport
@@ -158,8 +163,7 @@ fn oversized_frames_are_rejected_and_honest_requests_continue() {
     let a = node(3, |c| c.max_message_len = 64 * 1024);
     let mut b = node(4, |c| c.max_message_len = 1024 * 1024);
     test_rt().block_on(async {
-        b.transport.dial(a.addr.clone()).await.unwrap();
-        wait_for(&mut b, 10, |e| matches!(e, Event::PeerConnected { .. })).await;
+        connect(&mut b, &a).await;
         let peer = a.transport.peer_id();
         let err = b
             .transport
@@ -305,8 +309,7 @@ fn a_flooding_peer_is_throttled_while_an_honest_peer_is_served() {
     let target = a.transport.peer_id();
     test_rt().block_on(async {
         for n in [&mut flooder, &mut honest] {
-            n.transport.dial(a.addr.clone()).await.unwrap();
-            wait_for(n, 10, |e| matches!(e, Event::PeerConnected { .. })).await;
+            connect(n, &a).await;
         }
         let mut tasks = Vec::new();
         for i in 0..400u32 {
