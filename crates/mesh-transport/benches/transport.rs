@@ -108,19 +108,20 @@ fn request_response(c: &mut Criterion) {
             let t = client.transport.clone();
             let payload = payload.clone();
             async move {
-                let sem = Arc::new(tokio::sync::Semaphore::new(256));
-                let mut tasks = Vec::with_capacity(batch as usize);
-                for _ in 0..batch {
-                    let permit = sem.clone().acquire_owned().await.unwrap();
-                    let t = t.clone();
-                    let p = payload.to_vec();
-                    tasks.push(tokio::spawn(async move {
-                        t.request(peer, "echo", p).await.unwrap();
-                        drop(permit);
-                    }));
-                }
-                for task in tasks {
-                    task.await.unwrap();
+                // 256 requests in flight from one task (no task spawn per request).
+                use futures::stream::{FuturesUnordered, StreamExt};
+                let mut in_flight = FuturesUnordered::new();
+                let mut sent = 0u64;
+                let mut done = 0u64;
+                while done < batch {
+                    while sent < batch && in_flight.len() < 256 {
+                        in_flight.push(t.request(peer, "echo", payload.to_vec()));
+                        sent += 1;
+                    }
+                    if let Some(r) = in_flight.next().await {
+                        r.unwrap();
+                        done += 1;
+                    }
                 }
             }
         })
