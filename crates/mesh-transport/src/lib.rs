@@ -1,6 +1,6 @@
 //! How agentmesh peers reach each other.
 //!
-//! This crate owns the network: a [`Transport`] handle over a libp2p swarm (TCP with Noise and yamux, QUIC,
+//! This crate owns the network: a [`Transport`] handle over a libp2p swarm (TCP with Noise and yamux, QUIC, relay,
 //! identify, ping, mDNS, Kademlia, gossipsub, request/response) driven by one task. The rest of
 //! the workspace uses three things:
 //!
@@ -34,7 +34,8 @@
 //!   process, with seeded delay, loss, duplication, reordering and partitions, for simulations
 //!   and protocol tests.
 //!
-//! Not yet here (see the transport issue): relay/DCUtR/AutoNAT.
+//! - **NAT traversal**: circuit relay v2 (client always, server with [`Config::relay_server`]),
+//!   DCUtR hole punching and AutoNAT.
 //!
 //! This crate must never depend on agentmesh crates above identity and store.
 

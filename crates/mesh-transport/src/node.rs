@@ -10,8 +10,8 @@ use futures::StreamExt as _;
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{
-    Multiaddr, PeerId, StreamProtocol, Swarm, connection_limits, gossipsub, identify, identity,
-    kad, mdns, noise, ping, request_response, tcp, yamux,
+    Multiaddr, PeerId, StreamProtocol, Swarm, autonat, connection_limits, dcutr, gossipsub,
+    identify, identity, kad, mdns, noise, ping, relay, request_response, tcp, yamux,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -38,6 +38,13 @@ pub struct Config {
     pub bootstrap: Vec<Multiaddr>,
     /// Discover peers on the local network by mDNS.
     pub mdns: bool,
+    /// Serve as a relay for peers behind NATs (circuit relay v2). Off by default; the
+    /// coordinator and well-reachable nodes turn it on.
+    pub relay_server: bool,
+    /// Treat every listen address as a confirmed external address (announced to peers, and
+    /// required by the relay server before it accepts reservations). For nodes on a LAN or on
+    /// loopback; on the internet AutoNAT confirms addresses instead.
+    pub listen_addrs_are_external: bool,
     /// Application protocols this node answers requests on.
     pub protocols: Vec<String>,
     /// Largest request, response or gossip message, in bytes.
@@ -78,6 +85,8 @@ impl Default for Config {
             ],
             bootstrap: Vec::new(),
             mdns: true,
+            relay_server: false,
+            listen_addrs_are_external: false,
             protocols: Vec::new(),
             max_message_len: 4 * 1024 * 1024,
             request_timeout: Duration::from_secs(10),
@@ -229,6 +238,10 @@ struct Behaviour {
     gossip: gossipsub::Behaviour,
     kad: kad::Behaviour<kad::store::MemoryStore>,
     mdns: Toggle<mdns::tokio::Behaviour>,
+    relay_server: Toggle<relay::Behaviour>,
+    relay_client: relay::client::Behaviour,
+    dcutr: dcutr::Behaviour,
+    autonat: autonat::Behaviour,
 }
 
 /// A handle to a running transport. Cheap to clone; the transport stops when
@@ -293,8 +306,10 @@ impl Transport {
             .with_quic()
             .with_dns()
             .map_err(|e| setup(&e))?
+            .with_relay_client(noise::Config::new, yamux::Config::default)
+            .map_err(|e| setup(&e))?
             .with_bandwidth_metrics(&mut registry)
-            .with_behaviour(|key| {
+            .with_behaviour(|key, relay_client| {
                 let gossip_config = gossipsub::ConfigBuilder::default()
                     .max_transmit_size(max_len)
                     .validation_mode(gossipsub::ValidationMode::Strict)
@@ -339,6 +354,13 @@ impl Transport {
                     gossip,
                     kad,
                     mdns: Toggle::from(mdns),
+                    relay_server: Toggle::from(
+                        cfg.relay_server
+                            .then(|| relay::Behaviour::new(peer_id, relay::Config::default())),
+                    ),
+                    relay_client,
+                    dcutr: dcutr::Behaviour::new(peer_id),
+                    autonat: autonat::Behaviour::new(peer_id, autonat::Config::default()),
                 })
             })
             .map_err(|e| setup(&e))?
@@ -369,6 +391,7 @@ impl Transport {
                 4 * config.max_connections as usize,
             ),
             started: tokio::time::Instant::now(),
+            listen_addrs_are_external: config.listen_addrs_are_external,
         };
         for addr in &config.bootstrap {
             driver.add_bootstrap(addr);
@@ -562,6 +585,7 @@ struct Driver {
     metrics: crate::metrics::Metrics,
     registry: prometheus_client::registry::Registry,
     limiter: crate::limits::RateLimiter<PeerId>,
+    listen_addrs_are_external: bool,
     started: tokio::time::Instant,
 }
 
@@ -739,6 +763,9 @@ impl Driver {
         libp2p::metrics::Recorder::record(&self.metrics.libp2p, &event);
         match event {
             SwarmEvent::NewListenAddr { address, .. } => {
+                if self.listen_addrs_are_external {
+                    self.swarm.add_external_address(address.clone());
+                }
                 emit(&self.events, Event::Listening { addr: address }).await
             }
             SwarmEvent::ConnectionEstablished {

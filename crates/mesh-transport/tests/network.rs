@@ -32,6 +32,7 @@ fn node(seed: u8, tweak: impl FnOnce(&mut Config)) -> Node {
     config.protocols = vec!["echo".into()];
     config.request_timeout = Duration::from_secs(5);
     tweak(&mut config);
+    let listens = !config.listen.is_empty();
     let (transport, mut raw) = {
         let _guard = rt.enter();
         Transport::spawn(keypair_from_seed(&[seed; 32]).unwrap(), config).unwrap()
@@ -56,6 +57,9 @@ fn node(seed: u8, tweak: impl FnOnce(&mut Config)) -> Node {
         }
     });
     let addr = rt.block_on(async {
+        if !listens {
+            return Multiaddr::empty();
+        }
         loop {
             match tokio::time::timeout(Duration::from_secs(10), events.recv()).await {
                 Ok(Some(Event::Listening { addr })) => break addr,
@@ -424,4 +428,68 @@ fn a_slow_application_keeps_queues_bounded_and_the_node_responsive() {
         }
     });
     drop(b_events);
+}
+
+#[test]
+fn a_peer_without_a_listener_is_reached_through_a_relay() {
+    use mesh_transport::multiaddr::Protocol;
+    let relay = node(70, |c| {
+        c.relay_server = true;
+        c.listen_addrs_are_external = true;
+    });
+    // b has no listener of its own, like a peer behind a NAT: only the relay can reach it.
+    let b = node(71, |c| c.listen = Vec::new());
+    let mut c = node(72, |_| {});
+    let b_id = b.transport.peer_id();
+    test_rt().block_on(async {
+        // b reserves a slot on the relay and is then addressable through it.
+        let circuit = relay.addr.clone().with(Protocol::P2pCircuit);
+        b.transport.listen(circuit.clone()).await.unwrap();
+        let via_relay = circuit.with(Protocol::P2p(b_id));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        let addr = loop {
+            // The reservation takes a moment: retry the dial until the circuit opens.
+            let _ = c.transport.dial(via_relay.clone()).await;
+            let seen = tokio::time::timeout(Duration::from_secs(2), async {
+                loop {
+                    match c.events.recv().await {
+                        Some(Event::PeerConnected { peer, addr }) if peer == b_id => {
+                            break Some(addr);
+                        }
+                        Some(_) => continue,
+                        None => break None,
+                    }
+                }
+            })
+            .await;
+            if let Ok(Some(addr)) = seen {
+                break addr;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no circuit to b through the relay"
+            );
+        };
+        // b listens nowhere but on the relay, so c could only find it through the circuit; the
+        // first reported connection is either the circuit or, on loopback where DCUtR's hole
+        // punch always succeeds, the direct connection it upgraded to.
+        let via_circuit = addr.iter().any(|p| matches!(p, Protocol::P2pCircuit));
+        let direct = addr.iter().any(|p| matches!(p, Protocol::Tcp(_)));
+        assert!(via_circuit || direct, "{addr}");
+        assert!(
+            b.transport
+                .listen_addrs()
+                .await
+                .unwrap()
+                .iter()
+                .all(|a| a.iter().any(|p| matches!(p, Protocol::P2pCircuit)))
+        );
+        assert_eq!(
+            c.transport
+                .request(b_id, "echo", b"via relay".to_vec())
+                .await
+                .unwrap(),
+            b"via relay"
+        );
+    });
 }
