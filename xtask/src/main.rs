@@ -1,6 +1,6 @@
 //! agentmesh's project automation, run as `cargo xtask <command>`.
 //!
-//! - `cargo xtask test`: the one test command (formatting, clippy with `-D warnings`, every
+//! - `cargo xtask test`: the one test command (formatting, clippy with `-D warnings`, docs, every
 //!   test in the workspace, the examples). CI runs exactly this.
 //! - `cargo xtask testnet`: the main job: start what exists of the mesh and drive it.
 //! - `cargo xtask tidy`: the architecture checks alone (crate layering, core purity).

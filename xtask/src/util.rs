@@ -95,6 +95,11 @@ pub(crate) fn run_test(args: &[String]) -> Result<()> {
         step("cargo test --workspace", test)?;
     }
 
+    let mut doc = cargo();
+    doc.args(["doc", "--workspace", "--no-deps", "--locked"])
+        .env("RUSTDOCFLAGS", "-D warnings");
+    step("cargo doc --workspace --no-deps (warnings denied)", doc)?;
+
     for example in EXAMPLES {
         let mut run = cargo();
         run.args([

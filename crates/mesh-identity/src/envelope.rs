@@ -1,7 +1,7 @@
 //! The signed agent envelope: `{id, type, sender, recipient, timestamp, content, signature,
 //! metadata{priority, ttl}}`, with DIDs as sender and recipient.
 //!
-//! The signature covers the canonical encoding of every other field (see [`crate::canon`]),
+//! The signature covers the canonical encoding of every other field (a domain tag, then each field in order, variable-length ones length-prefixed),
 //! so any change to any byte invalidates it. The content is opaque here; between agents it is
 //! a Double Ratchet ciphertext (`mesh_crypto::ratchet`).
 
