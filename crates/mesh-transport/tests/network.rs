@@ -493,3 +493,39 @@ fn a_peer_without_a_listener_is_reached_through_a_relay() {
         );
     });
 }
+
+#[test]
+fn garbage_on_the_wire_is_rejected_and_honest_peers_keep_working() {
+    use mesh_transport::multiaddr::Protocol;
+    use std::io::Write as _;
+    let a = node(80, |_| {});
+    let mut b = node(81, |_| {});
+    let port = a
+        .addr
+        .iter()
+        .find_map(|p| match p {
+            Protocol::Tcp(port) => Some(port),
+            _ => None,
+        })
+        .unwrap();
+    // Raw garbage, a truncated multistream header, and a burst of zeros, each on its own socket.
+    for junk in [
+        &b"GET / HTTP/1.1\r\n\r\n"[..],
+        b"\x13/multistream/1.0",
+        &[0u8; 65536],
+    ] {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let _ = s.write_all(junk);
+    }
+    test_rt().block_on(async {
+        connect(&mut b, &a).await;
+        let peer = a.transport.peer_id();
+        assert_eq!(
+            b.transport
+                .request(peer, "echo", b"fine".to_vec())
+                .await
+                .unwrap(),
+            b"fine"
+        );
+    });
+}
