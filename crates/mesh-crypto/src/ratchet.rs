@@ -456,33 +456,19 @@ impl RatchetSession {
         let rk = r.take::<32>()?;
         let cks = r.opt()?;
         let ckr = r.opt()?;
-        let ns = u32::from_le_bytes(*r.take::<4>()?);
-        let nr = u32::from_le_bytes(*r.take::<4>()?);
-        let pn = u32::from_le_bytes(*r.take::<4>()?);
+        let ns = r.u32()?;
+        let nr = r.u32()?;
+        let pn = r.u32()?;
         let ad = *r.take::<32>()?;
-        let count = u32::from_le_bytes(*r.take::<4>()?) as usize;
-        if count > MAX_SKIPPED_KEYS {
-            return Err(Error::TooLarge {
-                what: "skipped keys",
-                len: count as u64,
-                max: MAX_SKIPPED_KEYS as u64,
-            });
-        }
+        let count = r.count("skipped keys", MAX_SKIPPED_KEYS)?;
         let mut skipped = VecDeque::with_capacity(count);
         for _ in 0..count {
             let dh = X25519Public(*r.take::<32>()?);
-            let n = u32::from_le_bytes(*r.take::<4>()?);
+            let n = r.u32()?;
             let mk = r.take::<32>()?;
             skipped.push_back(Skipped { dh, n, mk });
         }
-        let count = u32::from_le_bytes(*r.take::<4>()?) as usize;
-        if count > OLD_CHAINS {
-            return Err(Error::TooLarge {
-                what: "old chains",
-                len: count as u64,
-                max: OLD_CHAINS as u64,
-            });
-        }
+        let count = r.count("old chains", OLD_CHAINS)?;
         let mut old_dhr = VecDeque::with_capacity(count);
         for _ in 0..count {
             old_dhr.push_back(X25519Public(*r.take::<32>()?));
@@ -585,6 +571,23 @@ impl StateReader<'_> {
         out.copy_from_slice(&self.bytes[self.pos..end]);
         self.pos = end;
         Ok(out)
+    }
+
+    fn u32(&mut self) -> Result<u32> {
+        Ok(u32::from_le_bytes(*self.take::<4>()?))
+    }
+
+    /// A `u32` element count, refused above `max`.
+    fn count(&mut self, what: &'static str, max: usize) -> Result<usize> {
+        let n = self.u32()? as usize;
+        if n > max {
+            return Err(Error::TooLarge {
+                what,
+                len: n as u64,
+                max: max as u64,
+            });
+        }
+        Ok(n)
     }
 
     fn opt(&mut self) -> Result<Option<Key>> {

@@ -91,6 +91,19 @@ impl<'a> Parser<'a> {
         self.r.varint().map_err(|e| self.err(e))
     }
 
+    /// A varint element count, refused above `max`.
+    pub(crate) fn count(&mut self, what: &'static str, max: usize) -> Result<usize> {
+        let n = self.u64()?;
+        if n > max as u64 {
+            return Err(Error::TooLarge {
+                what,
+                len: n,
+                max: max as u64,
+            });
+        }
+        Ok(n as usize)
+    }
+
     pub(crate) fn string(&mut self, max: usize) -> Result<&'a str> {
         let b = self.bytes(max)?;
         std::str::from_utf8(b).map_err(|_| malformed(self.what, "text is not UTF-8"))

@@ -271,26 +271,12 @@ impl Grant {
         let mut p = Parser::new("grant", DOMAIN, bytes)?;
         let issuer = p.did()?;
         let subject = p.did()?;
-        let n_roles = p.u64()?;
-        if n_roles > MAX_ENTRIES as u64 {
-            return Err(Error::TooLarge {
-                what: "grant roles",
-                len: n_roles,
-                max: MAX_ENTRIES as u64,
-            });
-        }
+        let n_roles = p.count("grant roles", MAX_ENTRIES)?;
         let mut roles = BTreeSet::new();
         for _ in 0..n_roles {
             roles.insert(Role::from_code(p.fixed::<1>()?[0])?);
         }
-        let n_caps = p.u64()?;
-        if n_caps > MAX_ENTRIES as u64 {
-            return Err(Error::TooLarge {
-                what: "grant capabilities",
-                len: n_caps,
-                max: MAX_ENTRIES as u64,
-            });
-        }
+        let n_caps = p.count("grant capabilities", MAX_ENTRIES)?;
         let mut capabilities = BTreeSet::new();
         for _ in 0..n_caps {
             let action = p.string(MAX_PATTERN_LEN)?.to_owned();

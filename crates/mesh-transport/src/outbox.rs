@@ -16,7 +16,7 @@
 //! retry of a message whose acknowledgement was lost is acknowledged again but not delivered
 //! twice, even across a restart of the receiver.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use mesh_store::{Batch, Kv};
@@ -291,7 +291,9 @@ pub fn backoff(initial: Duration, max: Duration, attempts: u32, id: &MessageId) 
 /// The receiving side's persistent record of delivered message ids.
 pub struct Seen<K: Kv> {
     kv: K,
-    ids: HashSet<MessageId>,
+    /// Each id with its expiry, and the same pairs ordered by expiry for eviction.
+    ids: HashMap<MessageId, Timestamp>,
+    by_expiry: BTreeSet<(Timestamp, MessageId)>,
     max: usize,
 }
 
@@ -307,7 +309,8 @@ impl<K: Kv> Seen<K> {
     /// Opens the record kept in `kv`, dropping entries expired at `now`. Remembers at most
     /// `max` ids (the ones expiring soonest are dropped first).
     pub fn open(kv: K, max: usize, now: Timestamp) -> Result<Self> {
-        let mut ids = HashSet::new();
+        let mut ids = HashMap::new();
+        let mut by_expiry = BTreeSet::new();
         let mut stale = Batch::new();
         for (k, v) in kv.scan_prefix(SEEN_PREFIX, usize::MAX).map_err(store_err)? {
             let id = k.get(SEEN_PREFIX.len()..).and_then(MessageId::from_slice);
@@ -316,7 +319,8 @@ impl<K: Kv> Seen<K> {
                 .map(|b| Timestamp(u64::from_le_bytes(b)));
             match (id, expires) {
                 (Some(id), Some(exp)) if exp > now => {
-                    ids.insert(id);
+                    ids.insert(id, exp);
+                    by_expiry.insert((exp, id));
                 }
                 _ => {
                     stale.delete(k);
@@ -329,41 +333,36 @@ impl<K: Kv> Seen<K> {
         Ok(Self {
             kv,
             ids,
+            by_expiry,
             max: max.max(1),
         })
     }
 
     /// Whether `id` was recorded.
     pub fn contains(&self, id: &MessageId) -> bool {
-        self.ids.contains(id)
+        self.ids.contains_key(id)
     }
 
     /// Records `id` (valid until `expires`); returns `true` if it was new, `false` for a
     /// duplicate. Durable when it returns.
     pub fn insert(&mut self, id: MessageId, expires: Timestamp) -> Result<bool> {
-        if self.ids.contains(&id) {
+        if self.ids.contains_key(&id) {
             return Ok(false);
         }
-        if self.ids.len() >= self.max {
+        if self.ids.len() >= self.max
+            && let Some((_, oldest)) = self.by_expiry.pop_first()
+        {
             // Forget the entry expiring soonest.
-            let oldest = self
-                .kv
-                .scan_prefix(SEEN_PREFIX, usize::MAX)
-                .map_err(store_err)?
-                .into_iter()
-                .filter_map(|(k, v)| Some((u64::from_le_bytes(v.try_into().ok()?), k)))
-                .min();
-            if let Some((_, k)) = oldest {
-                if let Some(old) = k.get(SEEN_PREFIX.len()..).and_then(MessageId::from_slice) {
-                    self.ids.remove(&old);
-                }
-                self.kv.delete(&k).map_err(store_err)?;
-            }
+            self.ids.remove(&oldest);
+            self.kv
+                .delete(&key(SEEN_PREFIX, &oldest))
+                .map_err(store_err)?;
         }
         self.kv
             .put(&key(SEEN_PREFIX, &id), &expires.0.to_le_bytes())
             .map_err(store_err)?;
-        self.ids.insert(id);
+        self.ids.insert(id, expires);
+        self.by_expiry.insert((expires, id));
         Ok(true)
     }
 }
