@@ -1,0 +1,42 @@
+//! Byzantine-fault-tolerant consensus for agentmesh: PBFT with BLS quorum certificates.
+//!
+//! This crate owns the protocol, not its IO. A [`Replica`] is a state machine fed messages,
+//! client requests and time, returning messages to send and blocks committed; it never reads
+//! a clock, opens a socket or draws randomness (see [`Replica`] for how to drive it). What it
+//! must remember across crashes goes through the narrow [`Storage`] trait, implemented over
+//! any `mesh-store` [`Store`](mesh_store::Store) by [`StoreStorage`].
+//!
+//! - [`message`]: requests, batches, votes, certificates, view changes and their canonical
+//!   bounded encoding;
+//! - [`ValidatorSet`]: members, weights (quorum = more than two thirds of the weight) and the
+//!   primary of each view;
+//! - [`Replica`]: batching, pipelining within watermarks, pre-prepare / prepare / commit with
+//!   BLS certificates (aggregated optimistically, checked one by one only to find a bad
+//!   signer), checkpoints with log truncation, view changes with new-view proofs, state
+//!   transfer, client deduplication;
+//! - [`ledger`]: the hash-chained blocks and a light client that verifies a chain from the
+//!   genesis validator set.
+//!
+//! It must never do IO itself, depend on an async runtime, or let a peer's input panic it:
+//! every decoder is bounded and every refusal is an error counted in [`Stats`].
+
+#![forbid(unsafe_code)]
+
+mod clients;
+pub mod config;
+pub mod error;
+pub mod ledger;
+pub mod message;
+pub mod replica;
+pub mod scheme;
+pub mod storage;
+pub mod validators;
+
+pub use config::{Config, RequestAuth};
+pub use error::{Error, Result};
+pub use ledger::{LightClient, verify_chain};
+pub use message::{Batch, Certificate, CheckpointCert, CommittedBlock, Limits, Message, Request};
+pub use replica::{Keys, Output, Replica, Stats, Submitted, genesis_hash};
+pub use scheme::{BlsScheme, Scheme, VoteSig};
+pub use storage::{Storage, StoreStorage};
+pub use validators::{MAX_WEIGHT, Validator, ValidatorSet};

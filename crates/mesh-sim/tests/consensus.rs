@@ -1,0 +1,141 @@
+//! Simulation checks of the consensus core over many seeds.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    missing_docs
+)]
+
+use mesh_sim::{Behaviour, Sim, SimConfig, sweep_config};
+
+fn check(cfg: SimConfig) -> mesh_sim::Report {
+    let seed = cfg.seed;
+    let desc = format!(
+        "{:?} crashes={} net={:?} auth={:?}",
+        cfg.byzantine, cfg.crashes, cfg.net, cfg.consensus.request_auth
+    );
+    let report = Sim::new(cfg).run();
+    assert!(
+        report.violations.is_empty(),
+        "seed {seed} ({desc}):\n{}",
+        report.violations.join("\n")
+    );
+    report
+}
+
+#[test]
+fn a_clean_run_commits_every_request() {
+    let r = check(SimConfig::new(1, 4));
+    assert_eq!(r.committed_everywhere, 40);
+    assert_eq!(r.max_view, 0);
+    println!("{r:?}");
+}
+
+#[test]
+fn one_seed_one_trace() {
+    let a = Sim::new(sweep_config(7)).run();
+    let b = Sim::new(sweep_config(7)).run();
+    assert_eq!(a.trace, b.trace);
+    let c = Sim::new(sweep_config(17)).run();
+    assert_ne!(a.trace, c.trace);
+}
+
+#[test]
+fn every_byzantine_behaviour_is_survived() {
+    for b in Behaviour::ALL {
+        for seed in 0..3 {
+            let mut cfg = SimConfig::new(100 + seed, 4);
+            cfg.byzantine = vec![(
+                if b == Behaviour::EquivocatingPrimary {
+                    0
+                } else {
+                    2
+                },
+                b,
+            )];
+            cfg.net.loss_per_mille = 10;
+            check(cfg);
+        }
+    }
+}
+
+/// Runs one quarter of the sweep (`MESH_SIM_SEEDS`, default 1,000 seeds in all); the four
+/// quarters run in parallel. Also checks that the faults really happened: some runs changed
+/// views, refused bad messages and lost their primary.
+fn sweep_part(part: u64) {
+    let seeds: u64 = std::env::var("MESH_SIM_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1000);
+    let (mut view_changes, mut refused, mut runs) = (0, 0, 0);
+    for seed in (0..seeds).filter(|s| s % 4 == part) {
+        let r = check(sweep_config(seed));
+        runs += 1;
+        view_changes += u64::from(r.max_view > 0);
+        refused += u64::from(r.refused > 0);
+    }
+    println!(
+        "part {part}: {runs} runs, {view_changes} with view changes, {refused} refusing messages"
+    );
+    if runs >= 40 {
+        assert!(
+            view_changes * 20 >= runs,
+            "too few runs changed views: {view_changes}/{runs}"
+        );
+        assert!(
+            refused * 6 >= runs,
+            "too few runs saw bad messages: {refused}/{runs}"
+        );
+    }
+}
+
+#[test]
+fn sweep_part_0() {
+    sweep_part(0);
+}
+
+#[test]
+fn sweep_part_1() {
+    sweep_part(1);
+}
+
+#[test]
+fn sweep_part_2() {
+    sweep_part(2);
+}
+
+#[test]
+fn sweep_part_3() {
+    sweep_part(3);
+}
+
+#[test]
+fn real_bls_signatures_in_a_faulty_run() {
+    for seed in [4, 5, 6] {
+        let mut cfg = sweep_config(seed);
+        cfg.real_crypto = true;
+        cfg.requests = 12;
+        check(cfg);
+    }
+}
+
+#[test]
+fn a_broken_quorum_rule_is_caught() {
+    // With "2f" votes as a quorum, an equivocating primary splits the honest replicas.
+    let mut caught = 0;
+    for seed in 0..20 {
+        let mut cfg = SimConfig::new(seed, 4);
+        cfg.byzantine = vec![(0, Behaviour::EquivocatingPrimary)];
+        cfg.broken_quorum = true;
+        let r = Sim::new(cfg).run();
+        if r.violations
+            .iter()
+            .any(|v| v.starts_with("SAFETY") || v.starts_with("LEDGER"))
+        {
+            caught += 1;
+        }
+    }
+    assert!(caught > 0, "the checks never noticed a broken quorum rule");
+}
