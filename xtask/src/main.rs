@@ -1,7 +1,9 @@
 //! agentmesh's project automation, run as `cargo xtask <command>`.
 //!
-//! - `cargo xtask test`: the one test command (formatting, clippy with `-D warnings`, docs, every
-//!   test in the workspace, the examples). CI runs exactly this.
+//! - `cargo xtask test`: the one test command (system packages the tests need, formatting,
+//!   clippy with `-D warnings`, docs, every test in the workspace, the examples). CI runs exactly
+//!   this.
+//! - `cargo xtask deps`: install the system packages the tests need (`iproute2`, `iptables`).
 //! - `cargo xtask testnet`: the main job: start what exists of the mesh and drive it.
 //! - `cargo xtask tidy`: the architecture checks alone (crate layering, core purity).
 //!
@@ -9,6 +11,7 @@
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod deps;
 mod layers;
 mod testnet;
 mod util;
@@ -19,7 +22,8 @@ const USAGE: &str = "\
 usage: cargo xtask <command> [options]
 
 commands:
-  test      check formatting, run clippy (-D warnings), run every test and example
+  test      install test deps, check formatting, run clippy (-D warnings), every test and example
+  deps      install the system packages the tests need (iproute2, iptables; as root, apt-get)
   testnet   start what exists of the mesh on loopback and drive it (see README)
   tidy      check crate layering and protocol-core purity from `cargo metadata`
   help      print this message
@@ -33,6 +37,7 @@ fn main() -> ExitCode {
     };
     let result = match command.as_str() {
         "test" => util::run_test(rest),
+        "deps" => deps::run(rest),
         "testnet" => testnet::run(rest),
         "tidy" => layers::check_workspace().map(|report| println!("{report}")),
         "help" | "--help" | "-h" => {

@@ -55,6 +55,14 @@ pub(crate) fn run_test(args: &[String]) -> Result<()> {
     #[allow(clippy::disallowed_methods)] // progress timing in a command-line tool
     let started = Instant::now();
 
+    println!("\n==> system packages the tests need (cargo xtask deps)");
+    if let Err(e) = crate::deps::ensure() {
+        println!(
+            "warning: {e:#}\n\
+             warning: continuing; the network-namespace test fails (or, without root, skips)"
+        );
+    }
+
     let mut fmt = cargo();
     fmt.args(["fmt", "--all", "--check"]);
     step("cargo fmt --all --check", fmt)?;

@@ -10,7 +10,8 @@
 //!   ([`Error::UnknownProtocol`]). Frames have a hard size limit checked before allocation.
 //! - **gossip**: [`Transport::subscribe`] and [`Transport::publish`], signed and validated by
 //!   gossipsub; messages arrive as [`Event::Message`].
-//! - **peer events**: discovered, connected, disconnected, identified, dial failures.
+//! - **peer events**: discovered, connected, disconnected, identified, dial failures, and the
+//!   outcome of hole punching ([`Event::HolePunch`]).
 //!
 //! Channels are bounded both ways. Callers wait when the command queue is full. When the event
 //! queue is full (the application is not keeping up), the network task never waits on it for
@@ -35,7 +36,9 @@
 //!   and protocol tests.
 //!
 //! - **NAT traversal**: circuit relay v2 (client always, server with [`Config::relay_server`]),
-//!   DCUtR hole punching and AutoNAT.
+//!   DCUtR hole punching and AutoNAT. `tests/netns.rs` proves it across Linux network
+//!   namespaces: a peer behind a masquerading NAT is reached through a relay, and DCUtR
+//!   upgrades the connection to a direct one where the NAT allows it.
 //!
 //! This crate must never depend on agentmesh crates above identity and store.
 

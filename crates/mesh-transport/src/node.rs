@@ -181,6 +181,18 @@ pub enum Event {
         /// Its listen addresses.
         listen_addrs: Vec<Multiaddr>,
     },
+    /// DCUtR (hole punching) tried to replace a relayed connection to `peer` with a direct one.
+    /// Only the libp2p transport reports this. It comes from the node whose own dial decided
+    /// the outcome: on success from a node whose direct dial connected (the other side may see
+    /// only an inbound connection, and then reports nothing), on failure from the node that
+    /// gave up. The relayed connection stays open either way, until it idles out or its relay
+    /// closes it.
+    HolePunch {
+        /// The peer.
+        peer: PeerId,
+        /// The remote address of the direct connection, or why none was made.
+        result: std::result::Result<Multiaddr, String>,
+    },
     /// A dial failed (the node keeps running).
     DialFailed {
         /// The peer, if known.
@@ -392,6 +404,7 @@ impl Transport {
             ),
             started: tokio::time::Instant::now(),
             listen_addrs_are_external: config.listen_addrs_are_external,
+            connection_addrs: HashMap::new(),
         };
         for addr in &config.bootstrap {
             driver.add_bootstrap(addr);
@@ -587,6 +600,9 @@ struct Driver {
     limiter: crate::limits::RateLimiter<PeerId>,
     listen_addrs_are_external: bool,
     started: tokio::time::Instant,
+    /// The remote address of every established connection (at most `max_connections`), to
+    /// name the direct connection DCUtR reports by id.
+    connection_addrs: HashMap<libp2p::swarm::ConnectionId, Multiaddr>,
 }
 
 impl Driver {
@@ -770,26 +786,34 @@ impl Driver {
             }
             SwarmEvent::ConnectionEstablished {
                 peer_id,
+                connection_id,
                 endpoint,
                 num_established,
                 ..
-            } if num_established.get() == 1 => {
+            } => {
                 let addr = endpoint.get_remote_address().clone();
-                emit(
-                    &self.events,
-                    Event::PeerConnected {
-                        peer: peer_id,
-                        addr,
-                    },
-                )
-                .await;
+                self.connection_addrs.insert(connection_id, addr.clone());
+                if num_established.get() == 1 {
+                    emit(
+                        &self.events,
+                        Event::PeerConnected {
+                            peer: peer_id,
+                            addr,
+                        },
+                    )
+                    .await;
+                }
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
-                num_established: 0,
+                connection_id,
+                num_established,
                 ..
             } => {
-                emit(&self.events, Event::PeerDisconnected { peer: peer_id }).await;
+                self.connection_addrs.remove(&connection_id);
+                if num_established == 0 {
+                    emit(&self.events, Event::PeerDisconnected { peer: peer_id }).await;
+                }
             }
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
                 tracing::warn!(peer = ?peer_id, %error, "dial failed");
@@ -946,6 +970,30 @@ impl Driver {
                         detail: error.to_string(),
                     }));
                 }
+            }
+            BehaviourEvent::Dcutr(dcutr::Event {
+                remote_peer_id,
+                result,
+            }) => {
+                let result = match result {
+                    Ok(id) => self
+                        .connection_addrs
+                        .get(&id)
+                        .cloned()
+                        .ok_or_else(|| "the direct connection closed at once".to_owned()),
+                    Err(e) => Err(e.to_string()),
+                };
+                if let Err(error) = &result {
+                    tracing::debug!(peer = %remote_peer_id, %error, "hole punch failed");
+                }
+                emit(
+                    &self.events,
+                    Event::HolePunch {
+                        peer: remote_peer_id,
+                        result,
+                    },
+                )
+                .await;
             }
             BehaviourEvent::Rr(request_response::Event::InboundFailure {
                 request_id,
