@@ -5,6 +5,7 @@
 //!   this.
 //! - `cargo xtask deps`: install the system packages the tests need (`iproute2`, `iptables`).
 //! - `cargo xtask testnet`: the main job: start what exists of the mesh and drive it.
+//! - `cargo xtask sim [--seeds N]`: the consensus simulation sweep over N seeds (release).
 //! - `cargo xtask tidy`: the architecture checks alone (crate layering, core purity).
 //!
 //! xtask keeps few dependencies on purpose: it must build fast on a fresh machine.
@@ -13,6 +14,7 @@
 
 mod deps;
 mod layers;
+mod sim;
 mod testnet;
 mod util;
 
@@ -25,6 +27,7 @@ commands:
   test      install test deps, check formatting, run clippy (-D warnings), every test and example
   deps      install the system packages the tests need (iproute2, iptables; as root, apt-get)
   testnet   start what exists of the mesh on loopback and drive it (see README)
+  sim       consensus simulation sweep: --seeds N (default 10000), release build
   tidy      check crate layering and protocol-core purity from `cargo metadata`
   help      print this message
 ";
@@ -39,6 +42,7 @@ fn main() -> ExitCode {
         "test" => util::run_test(rest),
         "deps" => deps::run(rest),
         "testnet" => testnet::run(rest),
+        "sim" => sim::run(rest),
         "tidy" => layers::check_workspace().map(|report| println!("{report}")),
         "help" | "--help" | "-h" => {
             print!("{USAGE}");

@@ -462,6 +462,10 @@ impl Sim {
                 SigningKey::from_seed(&seed)
             })
             .collect();
+        let client_ids: Vec<NodeId> = client_keys
+            .iter()
+            .map(|k| NodeId(k.verifying_key().to_bytes()))
+            .collect();
         for k in 0..n {
             let c = k % self.cfg.clients.max(1);
             let id = (k / self.cfg.clients.max(1)) as u64 + 1;
@@ -471,11 +475,7 @@ impl Sim {
             }
             let request = match self.cfg.consensus.request_auth {
                 RequestAuth::Signed => Request::signed(&client_keys[c], id, payload),
-                RequestAuth::Connection => Request::new(
-                    NodeId(client_keys[c].verifying_key().to_bytes()),
-                    id,
-                    payload,
-                ),
+                RequestAuth::Connection => Request::new(client_ids[c], id, payload),
             };
             let t = at(self.cfg.submit_over * k as u32 / n.max(1) as u32);
             self.by_key.insert(request.key(), k);
