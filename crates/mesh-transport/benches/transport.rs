@@ -40,6 +40,9 @@ fn node(seed: u8) -> Node {
     config.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
     config.mdns = false;
     config.protocols = vec!["echo".into()];
+    // The bench measures throughput, not the per-peer limit (which defaults to 50k/s).
+    config.requests_per_peer_per_sec = 10_000_000;
+    config.request_burst_per_peer = 10_000_000;
     let (transport, mut events) = {
         let _g = rt.enter();
         Transport::spawn(keypair_from_seed(&[seed; 32]).unwrap(), config).unwrap()

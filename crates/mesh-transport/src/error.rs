@@ -100,6 +100,12 @@ pub enum Error {
     /// The transport has shut down.
     #[error("the transport has shut down")]
     Closed,
+    /// This transport cannot do that.
+    #[error("not supported: {what}")]
+    Unsupported {
+        /// What was asked for.
+        what: &'static str,
+    },
 }
 
 impl HasKind for Error {
@@ -114,6 +120,7 @@ impl HasKind for Error {
             Self::TooLarge { .. } => ErrorKind::TooLarge,
             Self::Publish { .. } => ErrorKind::Busy,
             Self::Closed => ErrorKind::Closed,
+            Self::Unsupported { .. } => ErrorKind::InvalidInput,
         }
     }
 }

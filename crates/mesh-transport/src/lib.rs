@@ -52,6 +52,7 @@ mod messenger;
 mod metrics;
 mod node;
 pub mod outbox;
+mod rr;
 
 pub use error::{Error, Result};
 pub use libp2p::{Multiaddr, PeerId, multiaddr};

@@ -69,14 +69,6 @@ impl Metrics {
         );
         m
     }
-
-    pub(crate) fn out(&self, outcome: &'static str) {
-        self.requests_out.get_or_create(&Outcome { outcome }).inc();
-    }
-
-    pub(crate) fn inbound(&self, outcome: &'static str) {
-        self.requests_in.get_or_create(&Outcome { outcome }).inc();
-    }
 }
 
 pub(crate) fn encode(registry: &Registry) -> String {

@@ -1,7 +1,7 @@
 //! The libp2p implementation: one swarm driven by one task, controlled through a
 //! [`Transport`] handle and reporting [`Event`]s on a bounded channel.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -11,11 +11,11 @@ use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{
     Multiaddr, PeerId, StreamProtocol, Swarm, autonat, connection_limits, dcutr, gossipsub,
-    identify, identity, kad, mdns, noise, ping, relay, request_response, tcp, yamux,
+    identify, identity, kad, mdns, noise, ping, relay, tcp, yamux,
 };
 use tokio::sync::{mpsc, oneshot};
 
-use crate::codec::{self, Codec, Status, WireRequest, WireResponse};
+use crate::codec;
 use crate::error::{Error, Result};
 
 /// The Kademlia protocol of agentmesh (kept apart from the public IPFS DHT).
@@ -246,7 +246,7 @@ struct Behaviour {
     limits: connection_limits::Behaviour,
     identify: identify::Behaviour,
     ping: ping::Behaviour,
-    rr: request_response::Behaviour<Codec>,
+    streams: libp2p_stream::Behaviour,
     gossip: gossipsub::Behaviour,
     kad: kad::Behaviour<kad::store::MemoryStore>,
     mdns: Toggle<mdns::tokio::Behaviour>,
@@ -258,13 +258,44 @@ struct Behaviour {
 
 /// A handle to a running transport. Cheap to clone; the transport stops when
 /// [`Transport::shutdown`] is called or every handle is dropped.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Transport {
     tx: mpsc::Sender<Command>,
     peer_id: PeerId,
     next_id: Arc<AtomicU64>,
     max_message_len: usize,
     request_slots: Arc<tokio::sync::Semaphore>,
+    /// The stream-based request/response of the libp2p driver (`None` in memory).
+    rr: Option<Arc<crate::rr::StreamRr>>,
+    /// Opens and accepts raw streams (`None` in memory).
+    streams: Option<libp2p_stream::Control>,
+}
+
+impl std::fmt::Debug for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transport")
+            .field("peer_id", &self.peer_id)
+            .field("max_message_len", &self.max_message_len)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The libp2p protocol of a raw stream named `name`.
+fn stream_protocol(name: &str) -> Result<StreamProtocol> {
+    if !codec::valid_protocol_name(name) {
+        return Err(Error::BadName {
+            what: "stream protocol",
+            name: name.chars().take(80).collect(),
+            detail: "use 1 to 64 of [a-z0-9/._-]",
+        });
+    }
+    StreamProtocol::try_from_owned(format!("/agentmesh/stream/1/{name}")).map_err(|_| {
+        Error::BadName {
+            what: "stream protocol",
+            name: name.to_owned(),
+            detail: "not a valid libp2p protocol",
+        }
+    })
 }
 
 fn valid_topic(topic: &str) -> Result<()> {
@@ -356,13 +387,7 @@ impl Transport {
                             .with_agent_version(cfg.agent_version.clone()),
                     ),
                     ping: ping::Behaviour::new(ping::Config::new()),
-                    rr: request_response::Behaviour::with_codec(
-                        Codec::new(max_len),
-                        [(codec::PROTOCOL, request_response::ProtocolSupport::Full)],
-                        request_response::Config::default()
-                            .with_request_timeout(cfg.request_timeout)
-                            .with_max_concurrent_streams(cfg.max_concurrent_requests.max(1)),
-                    ),
+                    streams: libp2p_stream::Behaviour::new(),
                     gossip,
                     kad,
                     mdns: Toggle::from(mdns),
@@ -387,22 +412,35 @@ impl Transport {
         }
         let (tx, rx) = mpsc::channel(config.command_capacity.max(1));
         let (events_tx, events_rx) = mpsc::channel(config.event_capacity.max(1));
-        let mut driver = Driver {
-            swarm,
-            commands: rx,
-            events: events_tx,
+        let metrics = crate::metrics::Metrics::new(&mut registry);
+        let control = swarm.behaviour().streams.new_control();
+        let rr = crate::rr::StreamRr::new(
+            control.clone(),
+            config.max_message_len,
+            config.request_timeout,
+            crate::rr::RrMetrics {
+                out: metrics.requests_out.clone(),
+                inbound: metrics.requests_in.clone(),
+                seconds: metrics.request_seconds.clone(),
+            },
+        );
+        rr.serve(crate::rr::Inbound {
+            events: events_tx.downgrade(),
             served: config.protocols.iter().cloned().collect(),
-            pending_out: HashMap::new(),
-            pending_in: HashMap::new(),
-            next_token: 0,
-            metrics: crate::metrics::Metrics::new(&mut registry),
-            registry,
-            limiter: crate::limits::RateLimiter::new(
+            limiter: Arc::new(std::sync::Mutex::new(crate::limits::RateLimiter::new(
                 config.requests_per_peer_per_sec,
                 config.request_burst_per_peer,
                 4 * config.max_connections as usize,
-            ),
+            ))),
             started: tokio::time::Instant::now(),
+        })?;
+        let mut driver = Driver {
+            rr: rr.clone(),
+            swarm,
+            commands: rx,
+            events: events_tx,
+            metrics,
+            registry,
             listen_addrs_are_external: config.listen_addrs_are_external,
             connection_addrs: HashMap::new(),
         };
@@ -422,6 +460,8 @@ impl Transport {
                 request_slots: Arc::new(tokio::sync::Semaphore::new(
                     config.max_concurrent_requests.max(1),
                 )),
+                rr: Some(rr),
+                streams: Some(control),
             },
             events_rx,
         ))
@@ -440,6 +480,8 @@ impl Transport {
             next_id: Arc::new(AtomicU64::new(1)),
             max_message_len,
             request_slots: Arc::new(tokio::sync::Semaphore::new(max_concurrent_requests.max(1))),
+            rr: None,
+            streams: None,
         }
     }
 
@@ -487,6 +529,12 @@ impl Transport {
             .acquire()
             .await
             .map_err(|_| Error::Closed)?;
+        if let Some(rr) = &self.rr {
+            if self.tx.is_closed() {
+                return Err(Error::Closed);
+            }
+            return rr.request(peer, protocol, data).await;
+        }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let protocol = protocol.to_owned();
         self.call(|reply| Command::Request {
@@ -506,10 +554,49 @@ impl Transport {
         token: u64,
         result: std::result::Result<Vec<u8>, String>,
     ) -> Result<()> {
+        if let Some(rr) = &self.rr {
+            rr.respond(token, result).await;
+            return Ok(());
+        }
         self.tx
             .send(Command::Respond { token, result })
             .await
             .map_err(|_| Error::Closed)
+    }
+
+    /// Opens a raw, ordered, flow-controlled byte stream to `peer` for the application
+    /// protocol `name` (dialling the peer if needed), for bulk transfers such as models and
+    /// snapshots. The peer must be accepting `name` ([`Transport::accept_streams`]). Only the
+    /// libp2p transport has streams.
+    pub async fn open_stream(&self, peer: PeerId, name: &str) -> Result<libp2p::Stream> {
+        let protocol = stream_protocol(name)?;
+        let mut control = self.streams.clone().ok_or(Error::Unsupported {
+            what: "streams on the in-memory transport",
+        })?;
+        control
+            .open_stream(peer, protocol)
+            .await
+            .map_err(|e| Error::Request {
+                id: 0,
+                protocol: name.to_owned(),
+                peer: peer.to_string(),
+                detail: format!("could not open a stream: {e}"),
+            })
+    }
+
+    /// Accepts inbound streams for the application protocol `name`, until the returned
+    /// stream of `(peer, stream)` is dropped. Streams arriving while the receiver is not
+    /// polled are dropped by libp2p after a small buffer fills.
+    pub fn accept_streams(&self, name: &str) -> Result<libp2p_stream::IncomingStreams> {
+        let protocol = stream_protocol(name)?;
+        let mut control = self.streams.clone().ok_or(Error::Unsupported {
+            what: "streams on the in-memory transport",
+        })?;
+        control.accept(protocol).map_err(|_| Error::BadName {
+            what: "stream protocol",
+            name: name.to_owned(),
+            detail: "already being accepted",
+        })
     }
 
     /// Subscribes to gossip on `topic`.
@@ -573,33 +660,14 @@ async fn emit(events: &mpsc::Sender<Event>, event: Event) {
     let _ = events.send(event).await;
 }
 
-struct PendingOut {
-    sent: tokio::time::Instant,
-    id: u64,
-    peer: PeerId,
-    protocol: String,
-    reply: oneshot::Sender<Result<Vec<u8>>>,
-}
-
 struct Driver {
+    rr: Arc<crate::rr::StreamRr>,
     swarm: Swarm<Behaviour>,
     commands: mpsc::Receiver<Command>,
     events: mpsc::Sender<Event>,
-    served: HashSet<String>,
-    pending_out: HashMap<request_response::OutboundRequestId, PendingOut>,
-    pending_in: HashMap<
-        u64,
-        (
-            request_response::InboundRequestId,
-            request_response::ResponseChannel<WireResponse>,
-        ),
-    >,
-    next_token: u64,
     metrics: crate::metrics::Metrics,
     registry: prometheus_client::registry::Registry,
-    limiter: crate::limits::RateLimiter<PeerId>,
     listen_addrs_are_external: bool,
-    started: tokio::time::Instant,
     /// The remote address of every established connection (at most `max_connections`), to
     /// name the direct connection DCUtR reports by id.
     connection_addrs: HashMap<libp2p::swarm::ConnectionId, Multiaddr>,
@@ -641,11 +709,9 @@ impl Driver {
                 event = self.swarm.select_next_some() => self.swarm_event(event).await,
             }
         }
+        self.rr.close();
         for peer in self.swarm.connected_peers().copied().collect::<Vec<_>>() {
             let _ = self.swarm.disconnect_peer_id(peer);
-        }
-        for (_, p) in self.pending_out.drain() {
-            let _ = p.reply.send(Err(Error::Closed));
         }
     }
 
@@ -669,54 +735,12 @@ impl Driver {
                 });
                 let _ = reply.send(r);
             }
-            Command::Request {
-                id,
-                peer,
-                protocol,
-                data,
-                reply,
-            } => {
-                let rid = self.swarm.behaviour_mut().rr.send_request(
-                    &peer,
-                    WireRequest {
-                        protocol: protocol.clone(),
-                        data,
-                    },
-                );
-                self.pending_out.insert(
-                    rid,
-                    PendingOut {
-                        sent: tokio::time::Instant::now(),
-                        id,
-                        peer,
-                        protocol,
-                        reply,
-                    },
-                );
+            // The handle serves requests on its streams itself (see `rr.rs`); these commands
+            // only reach the in-memory driver.
+            Command::Request { reply, .. } => {
+                let _ = reply.send(Err(Error::Closed));
             }
-            Command::Respond { token, result } => {
-                if let Some((_, channel)) = self.pending_in.remove(&token) {
-                    let response = match result {
-                        Ok(data) => WireResponse {
-                            status: Status::Ok,
-                            data,
-                        },
-                        Err(reason) => WireResponse {
-                            status: Status::Refused,
-                            data: reason.into_bytes(),
-                        },
-                    };
-                    if self
-                        .swarm
-                        .behaviour_mut()
-                        .rr
-                        .send_response(channel, response)
-                        .is_err()
-                    {
-                        tracing::debug!(token, "response dropped: the requester went away");
-                    }
-                }
-            }
+            Command::Respond { .. } => {}
             Command::Subscribe(topic, reply) => {
                 let r = self
                     .swarm
@@ -916,61 +940,6 @@ impl Driver {
                     self.metrics.events_dropped.inc();
                 }
             }
-            BehaviourEvent::Rr(request_response::Event::Message { peer, message, .. }) => {
-                match message {
-                    request_response::Message::Request {
-                        request_id,
-                        request,
-                        channel,
-                    } => {
-                        self.inbound(peer, request_id, request, channel).await;
-                    }
-                    request_response::Message::Response {
-                        request_id,
-                        response,
-                    } => {
-                        if let Some(p) = self.pending_out.remove(&request_id) {
-                            self.metrics
-                                .request_seconds
-                                .observe(p.sent.elapsed().as_secs_f64());
-                            self.metrics.out(match response.status {
-                                Status::Ok => "ok",
-                                Status::UnknownProtocol => "unknown_protocol",
-                                Status::Refused => "refused",
-                            });
-                            let peer = p.peer.to_string();
-                            let r = match response.status {
-                                Status::Ok => Ok(response.data),
-                                Status::UnknownProtocol => Err(Error::UnknownProtocol {
-                                    peer,
-                                    protocol: p.protocol,
-                                }),
-                                Status::Refused => Err(Error::Refused {
-                                    peer,
-                                    protocol: p.protocol,
-                                    detail: String::from_utf8_lossy(&response.data).into_owned(),
-                                }),
-                            };
-                            let _ = p.reply.send(r);
-                        }
-                    }
-                }
-            }
-            BehaviourEvent::Rr(request_response::Event::OutboundFailure {
-                request_id,
-                error,
-                ..
-            }) => {
-                if let Some(p) = self.pending_out.remove(&request_id) {
-                    self.metrics.out("failed");
-                    let _ = p.reply.send(Err(Error::Request {
-                        id: p.id,
-                        protocol: p.protocol,
-                        peer: p.peer.to_string(),
-                        detail: error.to_string(),
-                    }));
-                }
-            }
             BehaviourEvent::Dcutr(dcutr::Event {
                 remote_peer_id,
                 result,
@@ -995,75 +964,7 @@ impl Driver {
                 )
                 .await;
             }
-            BehaviourEvent::Rr(request_response::Event::InboundFailure {
-                request_id,
-                error,
-                peer,
-                ..
-            }) => {
-                tracing::debug!(%peer, %error, "inbound request failed");
-                self.pending_in.retain(|_, (id, _)| *id != request_id);
-            }
             _ => {}
-        }
-    }
-
-    async fn inbound(
-        &mut self,
-        peer: PeerId,
-        request_id: request_response::InboundRequestId,
-        request: WireRequest,
-        channel: request_response::ResponseChannel<WireResponse>,
-    ) {
-        let now = mesh_types::Instant::from_nanos(
-            u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX),
-        );
-        let allowed = self.limiter.allow(&peer, now);
-        let rr = &mut self.swarm.behaviour_mut().rr;
-        if !allowed {
-            self.metrics.inbound("rate_limited");
-            let limited = WireResponse {
-                status: Status::Refused,
-                data: b"rate limited".to_vec(),
-            };
-            let _ = rr.send_response(channel, limited);
-            return;
-        }
-        if !self.served.contains(&request.protocol) {
-            self.metrics.inbound("unknown_protocol");
-            let _ = rr.send_response(
-                channel,
-                WireResponse {
-                    status: Status::UnknownProtocol,
-                    data: Vec::new(),
-                },
-            );
-            return;
-        }
-        if self.pending_in.len() >= MAX_PENDING_INBOUND || self.events.capacity() == 0 {
-            // The application is not keeping up: refuse now rather than wait on it.
-            self.metrics.inbound("busy");
-            let busy = WireResponse {
-                status: Status::Refused,
-                data: b"busy: too many pending requests".to_vec(),
-            };
-            let _ = rr.send_response(channel, busy);
-            return;
-        }
-        self.metrics.inbound("delivered");
-        let token = self.next_token;
-        self.next_token += 1;
-        self.pending_in.insert(token, (request_id, channel));
-        let event = Event::Request(InboundRequest {
-            peer,
-            protocol: request.protocol,
-            data: request.data,
-            token,
-        });
-        // Capacity was checked above and only this task sends, so this does not fail unless
-        // the application dropped its receiver.
-        if self.events.try_send(event).is_err() {
-            self.pending_in.remove(&token);
         }
     }
 }

@@ -529,3 +529,89 @@ fn garbage_on_the_wire_is_rejected_and_honest_peers_keep_working() {
         );
     });
 }
+
+/// A peer that completed the Noise handshake (so it is authenticated) and then sends
+/// malformed or oversized frames on the request stream loses that stream, and nothing more:
+/// its next, valid request on a new stream is answered, and other peers are unaffected.
+#[test]
+fn malformed_frames_inside_an_authenticated_stream_close_only_that_stream() {
+    use futures::{AsyncReadExt as _, AsyncWriteExt as _, StreamExt as _};
+    use libp2p::StreamProtocol;
+
+    let a = node(82, |_| {});
+    let mut b = node(83, |_| {});
+    let a_id = a.transport.peer_id();
+    test_rt().block_on(async {
+        let mut swarm =
+            libp2p::SwarmBuilder::with_existing_identity(keypair_from_seed(&[84; 32]).unwrap())
+                .with_tokio()
+                .with_tcp(
+                    libp2p::tcp::Config::default(),
+                    libp2p::noise::Config::new,
+                    libp2p::yamux::Config::default,
+                )
+                .unwrap()
+                .with_behaviour(|_| libp2p_stream::Behaviour::new())
+                .unwrap()
+                .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(30)))
+                .build();
+        let mut control = swarm.behaviour().new_control();
+        swarm.dial(a.addr.clone()).unwrap();
+        tokio::spawn(async move {
+            loop {
+                swarm.select_next_some().await;
+            }
+        });
+        let proto = StreamProtocol::new("/agentmesh/rr/2");
+        let frame = |name: &[u8], len: u32, body: &[u8]| {
+            let mut f = vec![1u8];
+            f.extend_from_slice(&7u64.to_le_bytes());
+            f.push(name.len() as u8);
+            f.extend_from_slice(name);
+            f.extend_from_slice(&len.to_le_bytes());
+            f.extend_from_slice(body);
+            f
+        };
+        let junk = [
+            vec![9u8; 32],                 // not a frame kind
+            frame(b"echo", u32::MAX, b""), // claims a 4 GiB payload
+            frame(b"ECHO!", 2, b"ok"),     // invalid protocol name
+            vec![1, 0, 0],                 // truncated, then the stream ends
+        ];
+        for bytes in junk {
+            let mut s = control.open_stream(a_id, proto.clone()).await.unwrap();
+            s.write_all(&bytes).await.unwrap();
+            s.flush().await.unwrap();
+            if bytes.len() == 3 {
+                s.close().await.unwrap();
+            }
+            let mut buf = [0u8; 16];
+            let read = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+                .await
+                .expect("the server must close a stream carrying a malformed frame");
+            assert!(matches!(read, Ok(0) | Err(_)), "got {read:?}");
+        }
+        // The same authenticated peer, on a new stream, with a valid frame: answered.
+        let mut s = control.open_stream(a_id, proto).await.unwrap();
+        s.write_all(&frame(b"echo", 2, b"ok")).await.unwrap();
+        s.flush().await.unwrap();
+        let mut answer = [0u8; 16];
+        tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut answer))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(answer[0], 2, "a response frame");
+        assert_eq!(u64::from_le_bytes(answer[1..9].try_into().unwrap()), 7);
+        assert_eq!(answer[9], 0, "status ok");
+        assert_eq!(&answer[14..], b"ok");
+        // And an honest peer was never affected.
+        connect(&mut b, &a).await;
+        assert_eq!(
+            b.transport
+                .request(a_id, "echo", b"fine".to_vec())
+                .await
+                .unwrap(),
+            b"fine"
+        );
+    });
+}
