@@ -110,7 +110,7 @@ impl VerifyingKey {
                 detail: "small-order point",
             });
         }
-        if key.to_edwards().compress().to_bytes() != *bytes {
+        if !canonical_point_encoding(bytes) {
             return Err(Error::Invalid {
                 what: "Ed25519 public key",
                 detail: "non-canonical encoding",
@@ -179,6 +179,24 @@ impl Signature {
     }
 }
 
+/// Whether an encoding that decompresses is the canonical encoding of its point, i.e. equal
+/// to `decompress(bytes).compress()`, decided from the bytes alone (a re-compression costs a
+/// field inversion per point). Non-canonical are: `y >= p`, and the sign bit set on a point
+/// whose `x` is zero (exactly `y = 1` and `y = p - 1`).
+fn canonical_point_encoding(bytes: &[u8; 32]) -> bool {
+    let sign = bytes[31] & 0x80 != 0;
+    let mut y = *bytes;
+    y[31] &= 0x7f;
+    // p = 2^255 - 19: little-endian ed ff .. ff 7f.
+    let top_all_ones = y[31] == 0x7f && y[1..31].iter().all(|&b| b == 0xff);
+    if top_all_ones && y[0] >= 0xed {
+        return false;
+    }
+    let is_one = y[0] == 1 && y[1..].iter().all(|&b| b == 0);
+    let is_p_minus_one = top_all_ones && y[0] == 0xec;
+    !(sign && (is_one || is_p_minus_one))
+}
+
 /// A signature decoded for verification.
 struct Decoded {
     a: EdwardsPoint,
@@ -194,7 +212,7 @@ impl Decoded {
         let s_bytes: [u8; 32] = signature.0[32..].try_into().ok()?;
         let s = Option::<Scalar>::from(Scalar::from_canonical_bytes(s_bytes))?;
         let r = CompressedEdwardsY(r_bytes).decompress()?;
-        if r.compress().to_bytes() != r_bytes || r.is_small_order() {
+        if !canonical_point_encoding(&r_bytes) || r.is_small_order() {
             return None;
         }
         let mut h = digest::Context::new(&digest::SHA512);
@@ -283,6 +301,48 @@ pub fn verify_batch(items: &[BatchItem<'_>]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn canonical_check_matches_recompression() {
+        let mut cases: Vec<[u8; 32]> = Vec::new();
+        let mut p_minus = [0xffu8; 32];
+        p_minus[31] = 0x7f;
+        for low in 0xe0..=0xff {
+            let mut b = p_minus;
+            b[0] = low;
+            cases.push(b);
+            b[31] |= 0x80;
+            cases.push(b);
+        }
+        let mut one = [0u8; 32];
+        one[0] = 1;
+        cases.push(one);
+        one[31] = 0x80;
+        cases.push(one);
+        let mut state = 0x1234_5678_9abc_def0u64;
+        for _ in 0..20_000 {
+            let mut b = [0u8; 32];
+            for chunk in b.chunks_mut(8) {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                chunk.copy_from_slice(&state.to_le_bytes());
+            }
+            cases.push(b);
+        }
+        let mut checked = 0;
+        for b in cases {
+            if let Some(p) = CompressedEdwardsY(b).decompress() {
+                checked += 1;
+                assert_eq!(
+                    canonical_point_encoding(&b),
+                    p.compress().to_bytes() == b,
+                    "{b:02x?}"
+                );
+            }
+        }
+        assert!(checked > 5_000);
+    }
 
     #[test]
     fn sign_verify_and_reject() {

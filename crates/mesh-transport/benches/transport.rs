@@ -2,7 +2,8 @@
 //!
 //! - request/response of 1 KiB: messages per second with 256 requests in flight, and latency
 //!   percentiles (p50/p99) at about half that rate;
-//! - gossip of 1 KiB to 3 subscribers (4 nodes): messages per second delivered to all.
+//! - gossip of 1 KiB to 3 subscribers (4 nodes): messages per second delivered to all;
+//! - one stream: 256 MiB written through one libp2p stream (TCP, Noise, yamux), in bytes/s.
 //!
 //! Percentiles are printed (criterion reports means); rates come from criterion's throughput.
 
@@ -219,5 +220,59 @@ fn gossip(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, request_response, gossip);
+fn stream(c: &mut Criterion) {
+    use futures::{AsyncReadExt as _, AsyncWriteExt as _, StreamExt as _};
+    let server = node(20);
+    let client = node(21);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let peer = server.transport.peer_id();
+    let mut incoming = server.transport.accept_streams("bulk").unwrap();
+    // The server drains each stream and reports how many bytes it read.
+    let (done_tx, mut done_rx) = mpsc::channel::<u64>(4);
+    server._rt.spawn(async move {
+        while let Some((_, mut s)) = incoming.next().await {
+            let done_tx = done_tx.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 256 * 1024];
+                let mut total = 0u64;
+                while let Ok(n) = s.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    total += n as u64;
+                }
+                let _ = done_tx.send(total).await;
+            });
+        }
+    });
+    rt.block_on(async {
+        client.transport.dial(server.addr.clone()).await.unwrap();
+    });
+    let chunk = vec![0x5au8; 256 * 1024];
+    let total: u64 = 256 * 1024 * 1024;
+    let mut g = c.benchmark_group("stream");
+    g.sample_size(10);
+    g.throughput(Throughput::Bytes(total));
+    g.bench_function("one_stream_256MiB", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                let mut s = client.transport.open_stream(peer, "bulk").await.unwrap();
+                let mut sent = 0u64;
+                while sent < total {
+                    s.write_all(&chunk).await.unwrap();
+                    sent += chunk.len() as u64;
+                }
+                s.close().await.unwrap();
+                assert_eq!(done_rx.recv().await.unwrap(), total);
+            })
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, request_response, gossip, stream);
 criterion_main!(benches);

@@ -46,6 +46,7 @@
 
 pub mod codec;
 mod error;
+mod gossip;
 pub mod limits;
 pub mod memory;
 mod messenger;

@@ -19,6 +19,7 @@ pub(crate) struct Metrics {
     pub(crate) request_seconds: Histogram,
     pub(crate) gossip_published: Counter,
     pub(crate) gossip_received: Counter,
+    pub(crate) gossip_rejected: Counter,
     pub(crate) events_dropped: Counter,
     pub(crate) libp2p: libp2p::metrics::Metrics,
 }
@@ -33,6 +34,7 @@ impl Metrics {
             ]),
             gossip_published: Counter::default(),
             gossip_received: Counter::default(),
+            gossip_rejected: Counter::default(),
             events_dropped: Counter::default(),
             libp2p: libp2p::metrics::Metrics::new(registry),
         };
@@ -61,6 +63,11 @@ impl Metrics {
             "gossip_received",
             "Gossip messages received",
             m.gossip_received.clone(),
+        );
+        r.register(
+            "gossip_rejected",
+            "Gossip messages rejected: malformed envelopes or bad signatures",
+            m.gossip_rejected.clone(),
         );
         r.register(
             "events_dropped",

@@ -338,6 +338,7 @@ impl Transport {
         let max_len = config.max_message_len;
         let cfg = config.clone();
         let mut registry = prometheus_client::registry::Registry::default();
+        let signing_key = keypair.clone();
         let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
             .with_tokio()
             .with_tcp(
@@ -353,13 +354,24 @@ impl Transport {
             .map_err(|e| setup(&e))?
             .with_bandwidth_metrics(&mut registry)
             .with_behaviour(|key, relay_client| {
+                // Anonymous at the gossipsub level, content-addressed ids, and our own signed
+                // envelope verified once per message (see `gossip.rs`).
                 let gossip_config = gossipsub::ConfigBuilder::default()
-                    .max_transmit_size(max_len)
-                    .validation_mode(gossipsub::ValidationMode::Strict)
+                    .max_transmit_size(max_len + 256)
+                    .validation_mode(gossipsub::ValidationMode::Anonymous)
+                    .validate_messages()
+                    .message_id_fn(|m: &gossipsub::Message| {
+                        let d = mesh_types::Digest::of_parts([
+                            m.topic.as_str().as_bytes(),
+                            &[0xff],
+                            &m.data,
+                        ]);
+                        gossipsub::MessageId::from(&d.as_bytes()[..20])
+                    })
                     .heartbeat_interval(Duration::from_millis(500))
                     .build()?;
                 let gossip = gossipsub::Behaviour::new(
-                    gossipsub::MessageAuthenticity::Signed(key.clone()),
+                    gossipsub::MessageAuthenticity::Anonymous,
                     gossip_config,
                 )?;
                 let mut kad = kad::Behaviour::with_config(
@@ -434,7 +446,15 @@ impl Transport {
             ))),
             started: tokio::time::Instant::now(),
         })?;
+        #[allow(clippy::disallowed_methods)] // a start for gossip sequence numbers, not a clock
+        let gossip_seq = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
         let mut driver = Driver {
+            signing_key,
+            gossip_seq,
+            to_validate: Vec::new(),
+            author_keys: crate::gossip::KeyCache::default(),
             rr: rr.clone(),
             swarm,
             commands: rx,
@@ -660,7 +680,23 @@ async fn emit(events: &mpsc::Sender<Event>, event: Event) {
     let _ = events.send(event).await;
 }
 
+/// A gossip message waiting for its signature check.
+struct ToValidate {
+    id: gossipsub::MessageId,
+    from: PeerId,
+    topic: String,
+    opened: crate::gossip::Opened,
+}
+
+/// Gossip messages checked together at most.
+const VALIDATION_BATCH: usize = 256;
+
 struct Driver {
+    /// Signs our gossip envelopes.
+    signing_key: identity::Keypair,
+    gossip_seq: u64,
+    to_validate: Vec<ToValidate>,
+    author_keys: crate::gossip::KeyCache,
     rr: Arc<crate::rr::StreamRr>,
     swarm: Swarm<Behaviour>,
     commands: mpsc::Receiver<Command>,
@@ -701,17 +737,69 @@ impl Driver {
                 cmd = self.commands.recv() => match cmd {
                     None => break,
                     Some(Command::Shutdown(reply)) => {
+                        // Close the request streams first, so nothing is served once the
+                        // caller hears that the transport stopped.
+                        self.rr.close();
                         let _ = reply.send(());
                         break;
                     }
                     Some(cmd) => self.command(cmd),
                 },
-                event = self.swarm.select_next_some() => self.swarm_event(event).await,
+                event = self.swarm.select_next_some() => {
+                    self.swarm_event(event).await;
+                    // Take whatever else is ready, so gossip signatures are checked in batches.
+                    while self.to_validate.len() < VALIDATION_BATCH {
+                        match futures::FutureExt::now_or_never(self.swarm.next()) {
+                            Some(Some(event)) => self.swarm_event(event).await,
+                            _ => break,
+                        }
+                    }
+                    self.validate_gossip();
+                }
             }
         }
         self.rr.close();
         for peer in self.swarm.connected_peers().copied().collect::<Vec<_>>() {
             let _ = self.swarm.disconnect_peer_id(peer);
+        }
+    }
+
+    /// Checks the signatures of the gossip gathered so far, tells gossipsub which to forward
+    /// and which to reject (penalising the peer that sent them), and hands the good ones to
+    /// the application.
+    fn validate_gossip(&mut self) {
+        if self.to_validate.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut self.to_validate);
+        let refs: Vec<&crate::gossip::Opened> = batch.iter().map(|v| &v.opened).collect();
+        let ok = crate::gossip::verify_all(&refs);
+        for (v, good) in batch.into_iter().zip(ok) {
+            let author = v.opened.author();
+            let acceptance = match (good, author) {
+                (true, Some(_)) => gossipsub::MessageAcceptance::Accept,
+                _ => gossipsub::MessageAcceptance::Reject,
+            };
+            let accepted = acceptance == gossipsub::MessageAcceptance::Accept;
+            let _ = self
+                .swarm
+                .behaviour_mut()
+                .gossip
+                .report_message_validation_result(&v.id, &v.from, acceptance);
+            if !accepted {
+                self.metrics.gossip_rejected.inc();
+                continue;
+            }
+            self.metrics.gossip_received.inc();
+            // Never wait on a slow application for gossip: drop and count instead.
+            let event = Event::Message {
+                topic: v.topic,
+                source: author,
+                data: v.opened.payload,
+            };
+            if self.events.try_send(event).is_err() {
+                self.metrics.events_dropped.inc();
+            }
         }
     }
 
@@ -755,6 +843,16 @@ impl Driver {
                 let _ = reply.send(r);
             }
             Command::Publish { topic, data, reply } => {
+                self.gossip_seq = self.gossip_seq.wrapping_add(1);
+                let Some(data) =
+                    crate::gossip::seal(&self.signing_key, &topic, self.gossip_seq, &data)
+                else {
+                    let _ = reply.send(Err(Error::Publish {
+                        topic,
+                        detail: "this node's key cannot sign gossip (not Ed25519)".into(),
+                    }));
+                    return;
+                };
                 let r = self
                     .swarm
                     .behaviour_mut()
@@ -928,16 +1026,31 @@ impl Driver {
                 )
                 .await;
             }
-            BehaviourEvent::Gossip(gossipsub::Event::Message { message, .. }) => {
-                self.metrics.gossip_received.inc();
-                // Never wait on a slow application for gossip: drop and count instead.
-                let event = Event::Message {
-                    topic: message.topic.into_string(),
-                    source: message.source,
-                    data: message.data,
-                };
-                if self.events.try_send(event).is_err() {
-                    self.metrics.events_dropped.inc();
+            BehaviourEvent::Gossip(gossipsub::Event::Message {
+                propagation_source,
+                message_id,
+                message,
+            }) => {
+                let topic = message.topic.into_string();
+                match crate::gossip::Opened::parse(&topic, &message.data, &mut self.author_keys) {
+                    Some(opened) => self.to_validate.push(ToValidate {
+                        id: message_id,
+                        from: propagation_source,
+                        topic,
+                        opened,
+                    }),
+                    None => {
+                        self.metrics.gossip_rejected.inc();
+                        let _ = self
+                            .swarm
+                            .behaviour_mut()
+                            .gossip
+                            .report_message_validation_result(
+                                &message_id,
+                                &propagation_source,
+                                gossipsub::MessageAcceptance::Reject,
+                            );
+                    }
                 }
             }
             BehaviourEvent::Dcutr(dcutr::Event {
