@@ -121,10 +121,16 @@ pub struct Due {
 }
 
 /// The sending side's persistent queue.
+///
+/// Indexed three ways so every operation costs O(log n) per message it touches, however many
+/// wait: by id, by next attempt (messages not in flight), by expiry, and by peer.
 pub struct Outbox<K: Kv> {
     kv: K,
     config: OutboxConfig,
     entries: BTreeMap<MessageId, Entry>,
+    schedule: BTreeSet<(Timestamp, MessageId)>,
+    expiries: BTreeSet<(Timestamp, MessageId)>,
+    by_peer: HashMap<Vec<u8>, BTreeSet<MessageId>>,
 }
 
 impl<K: Kv> std::fmt::Debug for Outbox<K> {
@@ -149,27 +155,57 @@ impl<K: Kv> Outbox<K> {
     /// Opens the outbox kept in `kv`, loading every message that was waiting; they are due
     /// at once (`now`).
     pub fn open(kv: K, config: OutboxConfig, now: Timestamp) -> Result<Self> {
-        let mut entries = BTreeMap::new();
-        for (_, value) in kv
+        let mut outbox = Self {
+            kv,
+            config,
+            entries: BTreeMap::new(),
+            schedule: BTreeSet::new(),
+            expiries: BTreeSet::new(),
+            by_peer: HashMap::new(),
+        };
+        for (_, value) in outbox
+            .kv
             .scan_prefix(MESSAGE_PREFIX, usize::MAX)
             .map_err(store_err)?
         {
             let message = Outgoing::decode(&value)?;
-            entries.insert(
-                message.id,
-                Entry {
-                    message,
-                    attempts: 0,
-                    next_attempt: now,
-                    in_flight: false,
-                },
-            );
+            outbox.insert(message, now);
         }
-        Ok(Self {
-            kv,
-            config,
-            entries,
-        })
+        Ok(outbox)
+    }
+
+    fn insert(&mut self, message: Outgoing, now: Timestamp) {
+        let id = message.id;
+        self.schedule.insert((now, id));
+        self.expiries.insert((message.expires, id));
+        self.by_peer
+            .entry(message.peer.clone())
+            .or_default()
+            .insert(id);
+        self.entries.insert(
+            id,
+            Entry {
+                message,
+                attempts: 0,
+                next_attempt: now,
+                in_flight: false,
+            },
+        );
+    }
+
+    fn remove(&mut self, id: &MessageId) -> bool {
+        let Some(e) = self.entries.remove(id) else {
+            return false;
+        };
+        self.schedule.remove(&(e.next_attempt, *id));
+        self.expiries.remove(&(e.message.expires, *id));
+        if let Some(ids) = self.by_peer.get_mut(&e.message.peer) {
+            ids.remove(id);
+            if ids.is_empty() {
+                self.by_peer.remove(&e.message.peer);
+            }
+        }
+        true
     }
 
     /// Number of messages waiting (in flight included).
@@ -205,25 +241,26 @@ impl<K: Kv> Outbox<K> {
         self.kv
             .put(&key(MESSAGE_PREFIX, &message.id), &message.encode())
             .map_err(store_err)?;
-        self.entries.insert(
-            message.id,
-            Entry {
-                message,
-                attempts: 0,
-                next_attempt: now,
-                in_flight: false,
-            },
-        );
+        self.insert(message, now);
         Ok(())
     }
 
     /// Messages to send at `now`, and messages dropped because they expired.
     pub fn due(&mut self, now: Timestamp) -> Result<Due> {
         let mut due = Due::default();
-        for (id, e) in &mut self.entries {
-            if now >= e.message.expires {
-                due.expired.push(*id);
-            } else if !e.in_flight && e.next_attempt <= now {
+        while let Some(&(expires, id)) = self.expiries.first() {
+            if expires > now {
+                break;
+            }
+            due.expired.push(id);
+            self.remove(&id);
+        }
+        while let Some(&(at, id)) = self.schedule.first() {
+            if at > now {
+                break;
+            }
+            self.schedule.pop_first();
+            if let Some(e) = self.entries.get_mut(&id) {
                 e.in_flight = true;
                 due.send.push(e.message.clone());
             }
@@ -232,7 +269,6 @@ impl<K: Kv> Outbox<K> {
             let mut batch = Batch::new();
             for id in &due.expired {
                 batch.delete(key(MESSAGE_PREFIX, id));
-                self.entries.remove(id);
             }
             self.kv.apply(&batch).map_err(store_err)?;
         }
@@ -241,7 +277,7 @@ impl<K: Kv> Outbox<K> {
 
     /// The receiver confirmed `id`: it is removed for good.
     pub fn acked(&mut self, id: &MessageId) -> Result<()> {
-        if self.entries.remove(id).is_some() {
+        if self.remove(id) {
             self.kv
                 .delete(&key(MESSAGE_PREFIX, id))
                 .map_err(store_err)?;
@@ -253,28 +289,42 @@ impl<K: Kv> Outbox<K> {
     pub fn failed(&mut self, id: &MessageId, now: Timestamp) {
         let (initial, max) = (self.config.initial_backoff, self.config.max_backoff);
         if let Some(e) = self.entries.get_mut(id) {
+            if !e.in_flight {
+                return;
+            }
             e.in_flight = false;
             e.attempts = e.attempts.saturating_add(1);
             e.next_attempt = now.saturating_add(backoff(initial, max, e.attempts, id));
+            self.schedule.insert((e.next_attempt, *id));
         }
     }
 
     /// `peer` just became reachable: its waiting messages are due at `now`.
     pub fn peer_available(&mut self, peer: &[u8], now: Timestamp) {
-        for e in self.entries.values_mut() {
-            if e.message.peer == peer && !e.in_flight {
+        let Some(ids) = self.by_peer.get(peer) else {
+            return;
+        };
+        for id in ids {
+            if let Some(e) = self
+                .entries
+                .get_mut(id)
+                .filter(|e| !e.in_flight && e.next_attempt > now)
+            {
+                self.schedule.remove(&(e.next_attempt, *id));
                 e.next_attempt = now;
+                self.schedule.insert((now, *id));
             }
         }
     }
 
     /// When [`Self::due`] next has something to do, if anything is waiting and not in flight.
     pub fn next_wakeup(&self) -> Option<Timestamp> {
-        self.entries
-            .values()
-            .filter(|e| !e.in_flight)
-            .map(|e| e.next_attempt.min(e.message.expires))
-            .min()
+        let next = self.schedule.first().map(|(t, _)| *t);
+        let expiry = self.expiries.first().map(|(t, _)| *t);
+        match (next, expiry) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 }
 
@@ -431,6 +481,54 @@ mod tests {
             .unwrap()
             .is_empty()
         );
+    }
+
+    #[test]
+    fn many_waiting_messages_are_indexed_by_peer_time_and_expiry() {
+        let store = MemStore::new();
+        let config = OutboxConfig {
+            max_pending: 20_000,
+            ..OutboxConfig::default()
+        };
+        let mut ob = Outbox::open(store.kv("o").unwrap(), config, Timestamp(0)).unwrap();
+        for i in 0..10_000u32 {
+            let mut id = [0u8; 16];
+            id[..4].copy_from_slice(&i.to_le_bytes());
+            ob.enqueue(
+                Outgoing {
+                    id: MessageId(id),
+                    peer: vec![(i % 100) as u8],
+                    protocol: "chat".into(),
+                    payload: vec![1],
+                    // Every tenth message expires early.
+                    expires: Timestamp(if i % 10 == 0 { 50 } else { 1_000_000 }),
+                },
+                Timestamp(0),
+            )
+            .unwrap();
+        }
+        let first = ob.due(Timestamp(0)).unwrap();
+        assert_eq!(first.send.len(), 10_000);
+        for m in &first.send {
+            ob.failed(&m.id, Timestamp(0));
+        }
+        assert!(ob.due(Timestamp(1)).unwrap().send.is_empty(), "all backing off");
+        assert_eq!(ob.next_wakeup(), Some(Timestamp(50)), "the first expiry");
+        let expired = ob.due(Timestamp(50)).unwrap();
+        assert_eq!(expired.expired.len(), 1_000);
+        assert_eq!(ob.len(), 9_000);
+        // Peer 30's messages all expired (30 % 10 == 0): its return changes nothing.
+        ob.peer_available(&[30], Timestamp(51));
+        assert!(ob.due(Timestamp(51)).unwrap().send.is_empty());
+        // Peer 7 returns: exactly its 100 messages are due.
+        ob.peer_available(&[7], Timestamp(51));
+        let due = ob.due(Timestamp(51)).unwrap();
+        assert_eq!(due.send.len(), 100);
+        assert!(due.send.iter().all(|m| m.peer == [7]));
+        for m in &due.send {
+            ob.acked(&m.id).unwrap();
+        }
+        assert_eq!(ob.len(), 8_900);
     }
 
     #[test]
