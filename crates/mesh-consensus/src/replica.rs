@@ -159,6 +159,10 @@ impl Slot {
 #[derive(Debug)]
 struct PendingRequest {
     request: Request,
+    /// When this replica started waiting for it (reset when a new view begins).
+    since: Instant,
+    /// When it was last forwarded to the primary.
+    forwarded: Instant,
 }
 
 /// One PBFT replica: a state machine without IO, clock or randomness.
@@ -218,6 +222,8 @@ pub struct Replica<S: Storage> {
     pending_keys: HashSet<(NodeId, u64)>,
     in_flight: HashSet<(NodeId, u64)>,
     awaiting: HashMap<(NodeId, u64), PendingRequest>,
+    /// `awaiting` by age, oldest first: the request timer is the oldest request's.
+    awaiting_by_age: BTreeSet<(Instant, (NodeId, u64))>,
     forward_buf: Vec<Request>,
     clients: ClientTable,
 
@@ -324,6 +330,7 @@ impl<S: Storage> Replica<S> {
             pending_keys: HashSet::new(),
             in_flight: HashSet::new(),
             awaiting: HashMap::new(),
+            awaiting_by_age: BTreeSet::new(),
             forward_buf: Vec::new(),
             future: VecDeque::new(),
             outputs: VecDeque::new(),
@@ -470,10 +477,15 @@ impl<S: Storage> Replica<S> {
 
     /// When [`handle_timeout`](Self::handle_timeout) must next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        [Some(self.tick_at), self.progress_deadline, self.vc_deadline]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            Some(self.tick_at),
+            self.progress_deadline,
+            self.vc_deadline,
+            self.request_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Advances time: suspects a slow primary, retries a stalled view change, re-sends the
@@ -485,7 +497,9 @@ impl<S: Storage> Replica<S> {
                 let next = self.view + 1;
                 self.start_view_change(next)?;
             }
-        } else if self.progress_deadline.is_some_and(|d| now >= d) {
+        } else if self.progress_deadline.is_some_and(|d| now >= d)
+            || self.request_deadline().is_some_and(|d| now >= d)
+        {
             let next = self.view + 1;
             self.start_view_change(next)?;
         }
@@ -520,8 +534,11 @@ impl<S: Storage> Replica<S> {
             key,
             PendingRequest {
                 request: request.clone(),
+                since: now,
+                forwarded: now,
             },
         );
+        self.awaiting_by_age.insert((now, key));
         if !self.changing {
             if self.is_primary() {
                 self.enqueue(request);
@@ -1068,7 +1085,9 @@ impl<S: Storage> Replica<S> {
             if self.clients.execute(key.0, key.1, seq) {
                 executed.push(i as u32);
             }
-            self.awaiting.remove(&key);
+            if let Some(p) = self.awaiting.remove(&key) {
+                self.awaiting_by_age.remove(&(p.since, key));
+            }
             self.in_flight.remove(&key);
         }
         self.stats.blocks += 1;
@@ -1674,7 +1693,14 @@ impl<S: Storage> Replica<S> {
             view,
             primary: self.node(primary),
         });
-        // Requests submitted here go to the new primary.
+        // Requests submitted here go to the new primary, which gets a full timeout for them.
+        let now = self.now;
+        self.awaiting_by_age.clear();
+        for (key, p) in self.awaiting.iter_mut() {
+            p.since = now;
+            p.forwarded = now;
+            self.awaiting_by_age.insert((now, *key));
+        }
         let mut waiting: Vec<&PendingRequest> = self.awaiting.values().collect();
         waiting.sort_by_key(|p| p.request.key());
         let waiting: Vec<Request> = waiting.into_iter().map(|p| p.request.clone()).collect();
@@ -1709,12 +1735,24 @@ impl<S: Storage> Replica<S> {
 
     // ----- timers and retransmission -----------------------------------------------------------
 
+    /// When the oldest request waiting here times out (PBFT's per-request timer: it runs
+    /// while other requests execute, so a primary that leaves out particular requests is
+    /// suspected all the same).
+    fn request_deadline(&self) -> Option<Instant> {
+        if self.changing {
+            return None;
+        }
+        self.awaiting_by_age
+            .first()
+            .map(|(since, _)| *since + self.cfg.request_timeout)
+    }
+
+    /// Open blocks (proposed, not yet executed) are the progress timer's concern; waiting
+    /// requests have their own (`request_deadline`).
     fn has_work(&self) -> bool {
-        !self.awaiting.is_empty()
-            || self
-                .slots
-                .range(self.executed + 1..)
-                .any(|(_, s)| s.accepted.is_some() || s.committed.is_some())
+        self.slots
+            .range(self.executed + 1..)
+            .any(|(_, s)| s.accepted.is_some() || s.committed.is_some())
             || (self.is_primary() && !self.pending.is_empty())
     }
 
@@ -1737,6 +1775,7 @@ impl<S: Storage> Replica<S> {
         self.query_sent = false;
         let stalled = self.executed == self.executed_at_tick;
         self.executed_at_tick = self.executed;
+        self.reforward();
         if !stalled && !self.changing {
             return;
         }
@@ -1816,17 +1855,33 @@ impl<S: Storage> Replica<S> {
             let msg = Arc::new(Message::QueryView.encode());
             self.send(sender, msg);
         }
-        // Re-forward requests the primary may have lost.
-        if !self.changing
-            && !self.is_primary()
-            && !self.awaiting.is_empty()
-            && self.forward_buf.is_empty()
-        {
-            let mut reqs: Vec<Request> =
-                self.awaiting.values().map(|p| p.request.clone()).collect();
-            reqs.sort_by_key(Request::key);
-            reqs.truncate(self.cfg.limits.max_forward);
-            self.forward_buf = reqs;
+    }
+
+    /// Forwards again, oldest first, the requests that have waited half a request timeout
+    /// since they were last forwarded (the primary may have lost them, or left them out).
+    fn reforward(&mut self) {
+        if self.changing || self.is_primary() {
+            return;
+        }
+        let half = self.cfg.request_timeout / 2;
+        let mut picked = Vec::new();
+        for (since, key) in &self.awaiting_by_age {
+            if *since + half > self.now || picked.len() >= self.cfg.limits.max_forward {
+                break;
+            }
+            if self
+                .awaiting
+                .get(key)
+                .is_some_and(|p| p.forwarded + half <= self.now)
+            {
+                picked.push(*key);
+            }
+        }
+        for key in picked {
+            if let Some(p) = self.awaiting.get_mut(&key) {
+                p.forwarded = self.now;
+                self.forward_buf.push(p.request.clone());
+            }
         }
     }
 

@@ -136,17 +136,21 @@ pub enum Behaviour {
     StaleView,
     /// Crashes and restarts with its storage wiped, forgetting its votes.
     Amnesia,
+    /// As primary, leaves the first client's requests out of every proposal (and votes
+    /// accordingly), while ordering everyone else's.
+    CensoringPrimary,
 }
 
 impl Behaviour {
     /// Every behaviour.
-    pub const ALL: [Behaviour; 6] = [
+    pub const ALL: [Behaviour; 7] = [
         Self::Silent,
         Self::EquivocatingPrimary,
         Self::ForgedVotes,
         Self::ReplayedVotes,
         Self::StaleView,
         Self::Amnesia,
+        Self::CensoringPrimary,
     ];
 }
 
@@ -330,6 +334,8 @@ pub struct Sim {
     secrets: Arc<Vec<[u8; 32]>>,
     requests: Vec<ReqState>,
     by_key: HashMap<(NodeId, u64), usize>,
+    /// The client a censoring primary leaves out.
+    censored: NodeId,
     canonical: BTreeMap<u64, Digest>,
     partition: Option<(Instant, Instant, Vec<bool>)>,
     trace: blake3::Hasher,
@@ -403,6 +409,7 @@ impl Sim {
             secrets: Arc::new(secrets),
             requests: Vec::new(),
             by_key: HashMap::new(),
+            censored: NodeId::default(),
             canonical: BTreeMap::new(),
             partition: None,
             trace: blake3::Hasher::new(),
@@ -466,6 +473,7 @@ impl Sim {
             .iter()
             .map(|k| NodeId(k.verifying_key().to_bytes()))
             .collect();
+        self.censored = client_ids.first().copied().unwrap_or_default();
         for k in 0..n {
             let c = k % self.cfg.clients.max(1);
             let id = (k / self.cfg.clients.max(1)) as u64 + 1;
@@ -773,13 +781,17 @@ impl Sim {
         let epoch = self.set.epoch();
         match (b, msg) {
             (
-                Behaviour::EquivocatingPrimary,
+                Behaviour::EquivocatingPrimary | Behaviour::CensoringPrimary,
                 Some(Message::PrePrepare {
                     view, seq, batch, ..
                 }),
             ) => {
+                let censoring = b == Behaviour::CensoringPrimary;
                 let mut reqs = batch.requests().to_vec();
-                if reqs.len() >= 2 {
+                if censoring {
+                    let censored = self.censored;
+                    reqs.retain(|r| r.client != censored);
+                } else if reqs.len() >= 2 {
                     reqs.reverse();
                 } else {
                     reqs.clear();
@@ -800,7 +812,7 @@ impl Sim {
                     .encode(),
                 );
                 for (k, j) in to.into_iter().enumerate() {
-                    let b = if k % 2 == 0 {
+                    let b = if k % 2 == 0 && !censoring {
                         bytes.clone()
                     } else {
                         alt_bytes.clone()
@@ -809,11 +821,12 @@ impl Sim {
                 }
             }
             (
-                Behaviour::EquivocatingPrimary,
+                Behaviour::EquivocatingPrimary | Behaviour::CensoringPrimary,
                 Some(Message::Vote {
                     phase, view, seq, ..
                 }),
             ) if self.nodes[from].alternatives.contains_key(&(view, seq)) => {
+                let censoring = b == Behaviour::CensoringPrimary;
                 // Vote for the second proposal towards the replicas that were shown it.
                 let alt = self.nodes[from].alternatives[&(view, seq)];
                 let vote = Message::Vote {
@@ -825,7 +838,7 @@ impl Sim {
                 };
                 let alt_bytes = Arc::new(vote.encode());
                 for (k, j) in to.into_iter().enumerate() {
-                    let b = if k % 2 == 0 {
+                    let b = if k % 2 == 0 && !censoring {
                         bytes.clone()
                     } else {
                         alt_bytes.clone()
@@ -1067,9 +1080,9 @@ fn unreachable_key(e: &dyn std::fmt::Display) -> ! {
     panic!("simulation setup failed: {e}")
 }
 
-/// The scenario for a seed in the standard sweep: seeds cycle through clean, lossy,
-/// partitioned, crashing, and each Byzantine behaviour, on 4 or 7 replicas, in both request
-/// modes.
+/// The scenario for a seed in the standard sweep: seeds cycle (modulo 11) through clean,
+/// lossy, partitioned, crashing, and each of the seven Byzantine behaviours, on 4 or 7
+/// replicas, in both request modes.
 pub fn sweep_config(seed: u64) -> SimConfig {
     let mut rng = Rng::new(seed.wrapping_mul(0x9e37_79b9));
     let replicas = if seed % 5 == 4 { 7 } else { 4 };
@@ -1078,7 +1091,7 @@ pub fn sweep_config(seed: u64) -> SimConfig {
     if seed % 3 == 2 {
         cfg.consensus.request_auth = RequestAuth::Signed;
     }
-    let kind = seed % 10;
+    let kind = seed % 11;
     match kind {
         0 => {}
         1 => {
@@ -1091,7 +1104,11 @@ pub fn sweep_config(seed: u64) -> SimConfig {
         _ => {
             let b = Behaviour::ALL[(kind as usize - 4) % Behaviour::ALL.len()];
             for k in 0..f {
-                let index = if b == Behaviour::EquivocatingPrimary && k == 0 {
+                let primary_role = matches!(
+                    b,
+                    Behaviour::EquivocatingPrimary | Behaviour::CensoringPrimary
+                );
+                let index = if primary_role && k == 0 {
                     0
                 } else {
                     1 + rng.below(replicas as u64 - 1) as usize

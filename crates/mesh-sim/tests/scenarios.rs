@@ -15,6 +15,7 @@ fn behaviour(name: &str) -> Behaviour {
         "replay" => Behaviour::ReplayedVotes,
         "stale" => Behaviour::StaleView,
         "amnesia" => Behaviour::Amnesia,
+        "censor" => Behaviour::CensoringPrimary,
         other => panic!("unknown behaviour {other:?}"),
     }
 }

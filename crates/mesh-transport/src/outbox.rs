@@ -512,7 +512,10 @@ mod tests {
         for m in &first.send {
             ob.failed(&m.id, Timestamp(0));
         }
-        assert!(ob.due(Timestamp(1)).unwrap().send.is_empty(), "all backing off");
+        assert!(
+            ob.due(Timestamp(1)).unwrap().send.is_empty(),
+            "all backing off"
+        );
         assert_eq!(ob.next_wakeup(), Some(Timestamp(50)), "the first expiry");
         let expired = ob.due(Timestamp(50)).unwrap();
         assert_eq!(expired.expired.len(), 1_000);
