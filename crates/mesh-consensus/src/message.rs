@@ -118,7 +118,8 @@ impl Request {
         32 + 10 + 5 + self.payload.len() + 1 + 64
     }
 
-    pub(crate) fn encode(&self, out: &mut Vec<u8>) {
+    /// Appends the canonical encoding (as inside batches and forwarded bundles).
+    pub fn encode(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(self.client.as_bytes());
         put_varint(out, self.id);
         put_len_prefixed(out, &self.payload);
@@ -131,7 +132,8 @@ impl Request {
         }
     }
 
-    pub(crate) fn decode(r: &mut Reader<'_>, limits: &Limits) -> Result<Self> {
+    /// Reads one request written by [`Request::encode`], within `limits`.
+    pub fn decode(r: &mut Reader<'_>, limits: &Limits) -> Result<Self> {
         let m = || Error::malformed("request");
         let client = NodeId(r.array().map_err(m())?);
         let id = r.varint().map_err(m())?;

@@ -1,0 +1,22 @@
+//! The agentmesh node library: the event loops that bind protocol cores to the runtime, the
+//! transport and the store.
+//!
+//! Protocol cores (`mesh-consensus`, and later learning and fault detection) are state machines
+//! without IO. This crate owns the other half: it reads the clock, opens the data directory,
+//! runs the tasks, talks to peers through `mesh-transport` and hands results to the
+//! application. Binaries (`mesh-node`) parse configuration and call it.
+//!
+//! - [`consensus`]: one PBFT replica over the transport and a `DiskStore` data directory:
+//!   replica-to-replica messages, client submissions (in process and from remote peers),
+//!   timers, committed blocks for the application, and redialling the other validators.
+//!
+//! It must never implement protocol logic itself (that belongs in a core, where the simulator
+//! can check it), never let a peer's bytes panic it or stop it (only a failing store stops a
+//! driver), and never hold an unbounded queue.
+
+#![forbid(unsafe_code)]
+
+pub mod consensus;
+mod error;
+
+pub use error::{Error, Result};
