@@ -1,4 +1,4 @@
-//! BLS12-381 signatures for quorum certificates, on `bls12_381`.
+//! BLS12-381 signatures for quorum certificates, on `blst`.
 //!
 //! The ciphersuite is `BLS_SIG_BLS12381G2_XMD:SHA-256_SSWU_RO_POP_` of the IETF BLS draft, as
 //! Ethereum uses it: public keys are 48-byte compressed G1 points, signatures 96-byte
@@ -12,8 +12,8 @@
 //! A quorum certificate is one aggregate [`BlsSignature`] and a [`SignerBitmap`] naming the
 //! signers by their index in the validator set.
 
-use bls12_381::hash_to_curve::{ExpandMsgXmd, HashToCurve};
-use bls12_381::{G1Affine, G1Projective, G2Affine, G2Prepared, G2Projective, Gt, Scalar};
+use blst::BLST_ERROR;
+use blst::min_pk::{AggregatePublicKey, AggregateSignature, PublicKey, SecretKey, Signature};
 use zeroize::Zeroizing;
 
 use crate::error::{Error, Result, array};
@@ -31,18 +31,9 @@ pub const SECRET_KEY_LEN: usize = 32;
 /// The most signers a bitmap (and so a certificate) may name.
 pub const MAX_SIGNERS: usize = 4096;
 
-/// Hashes `message` to G2 under `dst` (RFC 9380, `BLS12381G2_XMD:SHA-256_SSWU_RO_`).
-pub fn hash_to_g2(message: &[u8], dst: &[u8]) -> G2Affine {
-    let p = <G2Projective as HashToCurve<ExpandMsgXmd<sha2_010::Sha256>>>::hash_to_curve(
-        [message],
-        dst,
-    );
-    G2Affine::from(p)
-}
-
-/// A BLS secret key: a non-zero scalar. Zeroized on drop.
+/// A BLS secret key: a non-zero scalar below the group order. Zeroized on drop.
 #[derive(Clone)]
-pub struct BlsSecretKey(Zeroizing<[u8; SECRET_KEY_LEN]>);
+pub struct BlsSecretKey(Zeroizing<[u8; SECRET_KEY_LEN]>, SecretKey);
 
 impl std::fmt::Debug for BlsSecretKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -61,22 +52,11 @@ impl BlsSecretKey {
                 got: ikm.len(),
             });
         }
-        let mut salt = crate::kdf::sha256(&[b"BLS-SIG-KEYGEN-SALT-"]);
-        loop {
-            let mut okm = Zeroizing::new([0u8; 48]);
-            let ikm0 = Zeroizing::new([ikm, &[0u8]].concat());
-            crate::kdf::hkdf_sha256(&salt, &ikm0, &[&[0u8, 48]], &mut okm[..])?;
-            // OS2IP(okm) mod r: reverse into a little-endian 64-byte buffer and reduce.
-            let mut wide = Zeroizing::new([0u8; 64]);
-            for (i, b) in okm.iter().rev().enumerate() {
-                wide[i] = *b;
-            }
-            let sk = Scalar::from_bytes_wide(&wide);
-            if sk != Scalar::zero() {
-                return Ok(Self::from_scalar(&sk));
-            }
-            salt = crate::kdf::sha256(&[&salt]);
-        }
+        let sk = SecretKey::key_gen(ikm, &[]).map_err(|_| Error::Invalid {
+            what: "BLS key material",
+            detail: "rejected by KeyGen",
+        })?;
+        Ok(Self(Zeroizing::new(sk.to_bytes()), sk))
     }
 
     /// A fresh random key.
@@ -87,36 +67,17 @@ impl BlsSecretKey {
 
     /// Parses a 32-byte big-endian scalar; rejects zero and values not below the group order.
     pub fn from_bytes(bytes: &[u8; SECRET_KEY_LEN]) -> Result<Self> {
-        let scalar = Self::scalar_from_be(bytes)?;
-        Ok(Self::from_scalar(&scalar))
-    }
-
-    fn scalar_from_be(bytes: &[u8; SECRET_KEY_LEN]) -> Result<Scalar> {
-        let mut le = Zeroizing::new(*bytes);
-        le.reverse();
-        let scalar: Option<Scalar> = Scalar::from_bytes(&le).into();
-        match scalar {
-            Some(s) if s != Scalar::zero() => Ok(s),
-            Some(_) => Err(Error::Invalid {
+        if bytes.iter().all(|&b| b == 0) {
+            return Err(Error::Invalid {
                 what: "BLS secret key",
                 detail: "zero",
-            }),
-            None => Err(Error::Invalid {
-                what: "BLS secret key",
-                detail: "not below the group order",
-            }),
+            });
         }
-    }
-
-    fn from_scalar(s: &Scalar) -> Self {
-        let mut be = Zeroizing::new(s.to_bytes());
-        be.reverse();
-        Self(be)
-    }
-
-    fn scalar(&self) -> Scalar {
-        // Always valid: constructed only from valid scalars.
-        Self::scalar_from_be(&self.0).unwrap_or_else(|_| Scalar::one())
+        let sk = SecretKey::from_bytes(bytes).map_err(|_| Error::Invalid {
+            what: "BLS secret key",
+            detail: "not below the group order",
+        })?;
+        Ok(Self(Zeroizing::new(*bytes), sk))
     }
 
     /// The 32-byte big-endian encoding.
@@ -126,28 +87,24 @@ impl BlsSecretKey {
 
     /// The public key.
     pub fn public_key(&self) -> BlsPublicKey {
-        BlsPublicKey(G1Affine::from(G1Affine::generator() * self.scalar()))
+        BlsPublicKey(self.1.sk_to_pk())
     }
 
     /// Signs `message`.
     pub fn sign(&self, message: &[u8]) -> BlsSignature {
-        self.sign_with_dst(message, DST_SIGNATURE)
+        BlsSignature(self.1.sign(message, DST_SIGNATURE, &[]))
     }
 
     /// Proves possession of this key: a signature over the public key's encoding under the
     /// proof-of-possession tag.
     pub fn prove_possession(&self) -> BlsSignature {
-        self.sign_with_dst(&self.public_key().to_bytes(), DST_POP)
-    }
-
-    fn sign_with_dst(&self, message: &[u8], dst: &[u8]) -> BlsSignature {
-        BlsSignature(G2Affine::from(hash_to_g2(message, dst) * self.scalar()))
+        BlsSignature(self.1.sign(&self.public_key().to_bytes(), DST_POP, &[]))
     }
 }
 
 /// A validated BLS public key: a point of the G1 subgroup other than the identity.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub struct BlsPublicKey(G1Affine);
+pub struct BlsPublicKey(PublicKey);
 
 impl std::fmt::Debug for BlsPublicKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -164,18 +121,16 @@ impl BlsPublicKey {
     /// Parses a compressed key and validates it (`KeyValidate`): on the curve, in the
     /// subgroup, not the identity.
     pub fn from_bytes(bytes: &[u8; PUBLIC_KEY_LEN]) -> Result<Self> {
-        let point: Option<G1Affine> = G1Affine::from_compressed(bytes).into();
-        let point = point.ok_or(Error::Invalid {
-            what: "BLS public key",
-            detail: "not a compressed G1 subgroup point",
-        })?;
-        if bool::from(point.is_identity()) {
-            return Err(Error::Invalid {
+        PublicKey::key_validate(bytes)
+            .map(Self)
+            .map_err(|e| Error::Invalid {
                 what: "BLS public key",
-                detail: "the identity point",
-            });
-        }
-        Ok(Self(point))
+                detail: if e == BLST_ERROR::BLST_PK_IS_INFINITY {
+                    "the identity point"
+                } else {
+                    "not a compressed G1 subgroup point"
+                },
+            })
     }
 
     /// Parses from a slice.
@@ -185,48 +140,39 @@ impl BlsPublicKey {
 
     /// The compressed encoding.
     pub fn to_bytes(&self) -> [u8; PUBLIC_KEY_LEN] {
-        self.0.to_compressed()
+        self.0.compress()
     }
 
     /// Verifies `signature` on `message`.
     pub fn verify(&self, message: &[u8], signature: &BlsSignature) -> Result<()> {
-        core_verify(
-            &self.0,
-            &hash_to_g2(message, DST_SIGNATURE),
-            &signature.0,
+        check(
+            signature.0.verify(false, message, DST_SIGNATURE, &[], &self.0, false),
             "BLS",
         )
     }
 
     /// Verifies a proof of possession of this key.
     pub fn verify_possession(&self, proof: &BlsSignature) -> Result<()> {
-        core_verify(
-            &self.0,
-            &hash_to_g2(&self.to_bytes(), DST_POP),
-            &proof.0,
+        check(
+            proof
+                .0
+                .verify(false, &self.to_bytes(), DST_POP, &[], &self.0, false),
             "BLS possession",
         )
     }
 }
 
-fn core_verify(pk: &G1Affine, hm: &G2Affine, sig: &G2Affine, what: &'static str) -> Result<()> {
-    // e(pk, H(m)) == e(g1, sig)  <=>  e(pk, H(m)) * e(-g1, sig) == 1
-    let neg_g1 = -G1Affine::generator();
-    let result = bls12_381::multi_miller_loop(&[
-        (pk, &G2Prepared::from(*hm)),
-        (&neg_g1, &G2Prepared::from(*sig)),
-    ])
-    .final_exponentiation();
-    if result == Gt::identity() {
+fn check(e: BLST_ERROR, what: &'static str) -> Result<()> {
+    if e == BLST_ERROR::BLST_SUCCESS {
         Ok(())
     } else {
         Err(Error::Verify { what })
     }
 }
 
-/// A BLS signature: a point of the G2 subgroup.
+/// A BLS signature: a point of the G2 subgroup (checked when parsed).
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub struct BlsSignature(G2Affine);
+pub struct BlsSignature(Signature);
 
 impl std::fmt::Debug for BlsSignature {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -242,11 +188,12 @@ impl std::fmt::Debug for BlsSignature {
 impl BlsSignature {
     /// Parses a compressed signature, checking it is in the G2 subgroup.
     pub fn from_bytes(bytes: &[u8; SIGNATURE_LEN]) -> Result<Self> {
-        let point: Option<G2Affine> = G2Affine::from_compressed(bytes).into();
-        point.map(Self).ok_or(Error::Invalid {
-            what: "BLS signature",
-            detail: "not a compressed G2 subgroup point",
-        })
+        Signature::sig_validate(bytes, false)
+            .map(Self)
+            .map_err(|_| Error::Invalid {
+                what: "BLS signature",
+                detail: "not a compressed G2 subgroup point",
+            })
     }
 
     /// Parses from a slice.
@@ -256,7 +203,7 @@ impl BlsSignature {
 
     /// The compressed encoding.
     pub fn to_bytes(&self) -> [u8; SIGNATURE_LEN] {
-        self.0.to_compressed()
+        self.0.compress()
     }
 }
 
@@ -264,13 +211,20 @@ impl BlsSignature {
 pub fn aggregate_signatures<'a>(
     signatures: impl IntoIterator<Item = &'a BlsSignature>,
 ) -> Result<BlsSignature> {
-    let mut iter = signatures.into_iter();
-    let first = iter.next().ok_or(Error::Invalid {
-        what: "signature aggregate",
-        detail: "no signatures to aggregate",
-    })?;
-    let sum = iter.fold(G2Projective::from(first.0), |acc, s| acc + s.0);
-    Ok(BlsSignature(G2Affine::from(sum)))
+    let sigs: Vec<&Signature> = signatures.into_iter().map(|s| &s.0).collect();
+    if sigs.is_empty() {
+        return Err(Error::Invalid {
+            what: "signature aggregate",
+            detail: "no signatures to aggregate",
+        });
+    }
+    // Every signature was subgroup-checked when parsed.
+    AggregateSignature::aggregate(&sigs, false)
+        .map(|a| BlsSignature(a.to_signature()))
+        .map_err(|_| Error::Invalid {
+            what: "signature aggregate",
+            detail: "invalid signature",
+        })
 }
 
 /// Aggregates public keys into one (the sum of the points). Fails on an empty list or if the
@@ -278,13 +232,21 @@ pub fn aggregate_signatures<'a>(
 pub fn aggregate_public_keys<'a>(
     keys: impl IntoIterator<Item = &'a BlsPublicKey>,
 ) -> Result<BlsPublicKey> {
-    let mut iter = keys.into_iter();
-    let first = iter.next().ok_or(Error::Invalid {
-        what: "key aggregate",
-        detail: "no public keys",
-    })?;
-    let sum = G1Affine::from(iter.fold(G1Projective::from(first.0), |acc, k| acc + k.0));
-    if bool::from(sum.is_identity()) {
+    let pks: Vec<&PublicKey> = keys.into_iter().map(|k| &k.0).collect();
+    if pks.is_empty() {
+        return Err(Error::Invalid {
+            what: "key aggregate",
+            detail: "no public keys",
+        });
+    }
+    let sum = AggregatePublicKey::aggregate(&pks, false)
+        .map(|a| a.to_public_key())
+        .map_err(|_| Error::Invalid {
+            what: "key aggregate",
+            detail: "invalid key",
+        })?;
+    // The compressed identity has the infinity flag (bit 6 of the first byte) set.
+    if sum.compress()[0] & 0x40 != 0 {
         return Err(Error::Invalid {
             what: "key aggregate",
             detail: "sums to the identity",
@@ -303,10 +265,10 @@ pub fn fast_aggregate_verify(
     let aggregate = aggregate_public_keys(keys).map_err(|_| Error::Verify {
         what: "BLS aggregate",
     })?;
-    core_verify(
-        &aggregate.0,
-        &hash_to_g2(message, DST_SIGNATURE),
-        &signature.0,
+    check(
+        signature
+            .0
+            .verify(false, message, DST_SIGNATURE, &[], &aggregate.0, false),
         "BLS aggregate",
     )
 }
@@ -321,25 +283,20 @@ pub fn aggregate_verify(pairs: &[(BlsPublicKey, &[u8])], signature: &BlsSignatur
             what: "BLS aggregate",
         });
     }
-    let hashes: Vec<G2Prepared> = pairs
-        .iter()
-        .map(|(_, m)| G2Prepared::from(hash_to_g2(m, DST_SIGNATURE)))
-        .collect();
-    let neg_g1 = -G1Affine::generator();
-    let sig = G2Prepared::from(signature.0);
-    let mut terms: Vec<(&G1Affine, &G2Prepared)> = pairs
-        .iter()
-        .zip(&hashes)
-        .map(|((pk, _), h)| (&pk.0, h))
-        .collect();
-    terms.push((&neg_g1, &sig));
-    if bls12_381::multi_miller_loop(&terms).final_exponentiation() == Gt::identity() {
-        Ok(())
-    } else {
-        Err(Error::Verify {
+    let mut seen = std::collections::HashSet::with_capacity(pairs.len());
+    if !pairs.iter().all(|(_, m)| seen.insert(*m)) {
+        return Err(Error::Verify {
             what: "BLS aggregate",
-        })
+        });
     }
+    let msgs: Vec<&[u8]> = pairs.iter().map(|(_, m)| *m).collect();
+    let pks: Vec<&PublicKey> = pairs.iter().map(|(k, _)| &k.0).collect();
+    check(
+        signature
+            .0
+            .aggregate_verify(false, &msgs, DST_SIGNATURE, &pks, false),
+        "BLS aggregate",
+    )
 }
 
 /// The set of signers of a certificate, as indices into the validator set.

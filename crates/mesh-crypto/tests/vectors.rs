@@ -7,7 +7,6 @@
 //! | rfc8032_ed25519.json | RFC 8032 §7.1 (TEST 1, 2, 3, 1024, SHA(abc)) |
 //! | rfc7748_x25519.json | RFC 7748 §5.2 and §6.1 |
 //! | rfc5869_hkdf.json | RFC 5869 Appendix A.1-A.3 |
-//! | rfc9380_h2c_g2.json | RFC 9380 Appendix J.10.1 and K.1 |
 //! | eth_bls.json | ethereum/consensus-spec-tests, tests/general/phase0/bls |
 //! | slip10_ed25519.json | SLIP-0010, test vectors 1 and 2 for ed25519 |
 
@@ -160,50 +159,6 @@ fn rfc5869_hkdf_sha256() {
         let prk = mesh_crypto::kdf::hmac_sha256(&salt, &[&hex(&v["ikm"])]);
         assert_eq!(prk.to_vec(), hex(&v["prk"]), "{}", v["name"]);
     }
-}
-
-#[test]
-fn rfc9380_hash_to_g2_and_expand_message_xmd() {
-    let file = load("rfc9380_h2c_g2.json");
-    let dst = file["hash_to_curve"]["dst"]
-        .as_str()
-        .unwrap()
-        .as_bytes()
-        .to_vec();
-    let mut h2c = 0;
-    let mut xmd = 0;
-    for v in vectors(&file) {
-        let msg = v["msg"].as_str().unwrap().as_bytes();
-        match v["kind"].as_str().unwrap() {
-            "hash_to_curve" => {
-                let p = bls::hash_to_g2(msg, &dst).to_uncompressed();
-                // Uncompressed G2 (ZCash format): x.c1 || x.c0 || y.c1 || y.c0.
-                let expected = [
-                    hex(&v["P"]["x"]["c1"]),
-                    hex(&v["P"]["x"]["c0"]),
-                    hex(&v["P"]["y"]["c1"]),
-                    hex(&v["P"]["y"]["c0"]),
-                ]
-                .concat();
-                assert_eq!(p.to_vec(), expected, "P for msg {msg:?}");
-                h2c += 1;
-            }
-            "expand_message_xmd" => {
-                use bls12_381::hash_to_curve::{ExpandMessage, ExpandMsgXmd};
-                let len = num(&v["len_in_bytes"]);
-                let dst = v["dst"].as_str().unwrap().as_bytes();
-                let out = <ExpandMsgXmd<sha2_010::Sha256> as ExpandMessage>::init_expand::<
-                    _,
-                    sha2_010::digest::typenum::U32,
-                >([msg], dst, len)
-                .into_vec();
-                assert_eq!(out, hex(&v["uniform_bytes"]), "expand for msg {msg:?}");
-                xmd += 1;
-            }
-            other => panic!("unknown kind {other}"),
-        }
-    }
-    assert_eq!((h2c, xmd), (3, 2));
 }
 
 fn bls_pk(v: &Value) -> Option<BlsPublicKey> {
