@@ -123,5 +123,27 @@ fn certificates(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, certificates, simulated);
+fn admission(c: &mut Criterion) {
+    use mesh_consensus::admission::{Proof, Puzzle};
+    let mut g = c.benchmark_group("admission");
+    g.sample_size(10);
+    for memory_kib in [8 * 1024, 64 * 1024] {
+        let p = Puzzle {
+            epoch: 1,
+            difficulty: 0,
+            memory_kib,
+            passes: 1,
+        };
+        // One evaluation: the cost of verifying a proof, and of each minting attempt.
+        g.bench_function(format!("evaluate_{}MiB", memory_kib / 1024), |b| {
+            b.iter(|| {
+                p.verify(black_box("did:key:zbench"), &Proof { nonce: 7 })
+                    .unwrap()
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, certificates, admission, simulated);
 criterion_main!(benches);

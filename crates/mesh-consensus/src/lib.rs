@@ -14,6 +14,8 @@
 //!   BLS certificates (aggregated optimistically, checked one by one only to find a bad
 //!   signer), checkpoints with log truncation, view changes with new-view proofs, state
 //!   transfer, client deduplication;
+//! - [`admission`]: proof of computation (memory-hard, bound to a DID and an epoch) that a
+//!   candidate validator presents;
 //! - [`ledger`]: the hash-chained blocks and a light client that verifies a chain from the
 //!   genesis validator set.
 //!
@@ -22,6 +24,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admission;
 mod clients;
 pub mod config;
 pub mod error;

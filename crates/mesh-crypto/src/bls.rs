@@ -146,7 +146,9 @@ impl BlsPublicKey {
     /// Verifies `signature` on `message`.
     pub fn verify(&self, message: &[u8], signature: &BlsSignature) -> Result<()> {
         check(
-            signature.0.verify(false, message, DST_SIGNATURE, &[], &self.0, false),
+            signature
+                .0
+                .verify(false, message, DST_SIGNATURE, &[], &self.0, false),
             "BLS",
         )
     }

@@ -58,6 +58,31 @@ fn hmac_to<const N: usize>(alg: hmac::Algorithm, key: &[u8], data: &[&[u8]]) -> 
     out
 }
 
+/// Argon2id (version 0x13) of `password` with `salt` into 32 bytes: the
+/// memory-hard function behind sealed key files and proofs of computation. `memory_kib` and
+/// `passes` are the Argon2 `m` and `t` costs.
+pub fn argon2id(
+    password: &[u8],
+    salt: &[u8],
+    memory_kib: u32,
+    passes: u32,
+    parallelism: u32,
+) -> Result<zeroize::Zeroizing<[u8; 32]>> {
+    let params = argon2::Params::new(memory_kib, passes, parallelism, Some(32)).map_err(|e| {
+        Error::Derivation {
+            detail: format!("Argon2 parameters: {e}"),
+        }
+    })?;
+    let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+    let mut out = zeroize::Zeroizing::new([0u8; 32]);
+    argon
+        .hash_password_into(password, salt, &mut out[..])
+        .map_err(|e| Error::Derivation {
+            detail: format!("Argon2id: {e}"),
+        })?;
+    Ok(out)
+}
+
 /// SHA-256 of the concatenation of `data`.
 pub fn sha256(data: &[&[u8]]) -> [u8; 32] {
     let mut ctx = digest::Context::new(&digest::SHA256);

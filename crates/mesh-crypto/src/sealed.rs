@@ -97,22 +97,13 @@ impl SealParams {
     }
 
     fn derive(&self, passphrase: &[u8], salt: &[u8; SALT_LEN]) -> Result<Zeroizing<[u8; 32]>> {
-        let params = argon2::Params::new(
+        crate::kdf::argon2id(
+            passphrase,
+            salt,
             self.m_cost_kib,
             self.t_cost,
             u32::from(self.parallelism),
-            Some(32),
         )
-        .map_err(|e| malformed(format!("Argon2 parameters: {e}")))?;
-        let argon =
-            argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
-        let mut key = Zeroizing::new([0u8; 32]);
-        argon
-            .hash_password_into(passphrase, salt, &mut key[..])
-            .map_err(|e| Error::Derivation {
-                detail: format!("Argon2id: {e}"),
-            })?;
-        Ok(key)
     }
 }
 
