@@ -1,0 +1,281 @@
+//! `cargo bench -p mesh-driver`: four validators, each its own OS process on loopback (libp2p
+//! TCP + Noise + yamux, a `DiskStore` with fsync per step, BLS certificates), ordering
+//! 512-byte requests submitted by a load generator inside each validator process (in the
+//! connection-authenticated mode: requests are opaque and named after the submitting node).
+//!
+//! Two runs: saturation (every node submits as fast as its window of 1,024 requests in flight
+//! allows) for committed requests/s, and an offered 10,000 requests/s for end-to-end latency
+//! (from the request's scheduled submission to its committed receipt).
+//!
+//! A multi-process figure does not fit criterion's repeat-a-closure model, so this bench has
+//! its own harness (`harness = false`) and prints its table. Each child is this same binary,
+//! re-executed with `MESH_BENCH_CHILD` set.
+
+#![allow(
+    missing_docs,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    clippy::disallowed_methods // a benchmark reads the clock
+)]
+
+use std::io::{BufRead as _, Write as _};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use mesh_consensus::{Keys, RequestAuth, Validator, ValidatorSet};
+use mesh_crypto::bls::BlsSecretKey;
+use mesh_crypto::ed25519::SigningKey;
+use mesh_driver::consensus::{self, Config, Driver};
+use mesh_types::NodeId;
+
+const N: usize = 4;
+const ENV_CHILD: &str = "MESH_BENCH_CHILD";
+const ENV_PORTS: &str = "MESH_BENCH_PORTS";
+const ENV_DIR: &str = "MESH_BENCH_DIR";
+
+fn seed(i: usize) -> [u8; 32] {
+    [i as u8 + 101; 32]
+}
+
+fn keys(i: usize) -> Keys {
+    Keys {
+        ed25519: SigningKey::from_seed(&seed(i)),
+        bls: BlsSecretKey::from_ikm(&[i as u8 + 201; 32]).unwrap(),
+    }
+}
+
+fn validator_set() -> ValidatorSet {
+    let members = (0..N)
+        .map(|i| {
+            let k = keys(i);
+            let v = Validator {
+                id: NodeId(k.ed25519.verifying_key().to_bytes()),
+                bls: k.bls.public_key(),
+                weight: 1,
+            };
+            (v, k.bls.prove_possession())
+        })
+        .collect();
+    ValidatorSet::new(0, members).unwrap()
+}
+
+fn addr(i: usize, port: u16) -> mesh_transport::Multiaddr {
+    let node = NodeId(SigningKey::from_seed(&seed(i)).verifying_key().to_bytes());
+    let peer = consensus::peer_id(&node).unwrap();
+    format!("/ip4/127.0.0.1/tcp/{port}/p2p/{peer}")
+        .parse()
+        .unwrap()
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() - 1) as f64 * p) as usize]
+}
+
+fn main() {
+    if let Ok(i) = std::env::var(ENV_CHILD) {
+        child(i.parse().unwrap());
+        return;
+    }
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    parent();
+}
+
+// ----- a validator process ------------------------------------------------------------------
+
+fn child(index: usize) {
+    let ports: Vec<u16> = std::env::var(ENV_PORTS)
+        .unwrap()
+        .split(',')
+        .map(|p| p.parse().unwrap())
+        .collect();
+    let dir = std::path::PathBuf::from(std::env::var(ENV_DIR).unwrap());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let mut config = Config::new(dir, validator_set(), keys(index));
+        config.consensus.request_auth = RequestAuth::Connection;
+        if let Ok(depth) = std::env::var("MESH_BENCH_INFLIGHT") {
+            config.consensus.max_inflight = depth.parse().unwrap();
+        }
+        config.transport.listen = vec![
+            format!("/ip4/127.0.0.1/tcp/{}", ports[index])
+                .parse()
+                .unwrap(),
+        ];
+        config.transport.mdns = false;
+        config.peers = (0..N)
+            .filter(|&j| j != index)
+            .map(|j| addr(j, ports[j]))
+            .collect();
+        let (handle, _join) = Driver::start(config).unwrap();
+        println!("READY");
+        let mut lines = std::io::stdin().lock().lines();
+        while let Some(Ok(line)) = lines.next() {
+            let parts: Vec<&str> = line.split_whitespace().collect();
+            if parts.first() != Some(&"GO") {
+                continue;
+            }
+            let rate: f64 = parts[1].parse().unwrap();
+            let count: usize = parts[2].parse().unwrap();
+            let (tx, mut rx) = tokio::sync::mpsc::channel::<Option<Duration>>(count.max(1));
+            let start = Instant::now();
+            for i in 0..count {
+                let due = start + Duration::from_secs_f64(i as f64 / rate);
+                tokio::time::sleep_until(due.into()).await;
+                let h = handle.clone();
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let r = h.submit(vec![i as u8; 512]).await;
+                    let _ = tx.send(r.ok().map(|_| due.elapsed())).await;
+                });
+            }
+            drop(tx);
+            let mut lat = Vec::with_capacity(count);
+            let mut failed = 0;
+            while let Some(r) = rx.recv().await {
+                match r {
+                    Some(d) => lat.push(d),
+                    None => failed += 1,
+                }
+            }
+            let elapsed = start.elapsed();
+            lat.sort();
+            println!(
+                "DONE {} {} {} {} {}",
+                lat.len(),
+                failed,
+                elapsed.as_micros(),
+                percentile(&lat, 0.5).as_micros(),
+                percentile(&lat, 0.99).as_micros()
+            );
+            std::io::stdout().flush().unwrap();
+        }
+    });
+}
+
+// ----- the harness ----------------------------------------------------------------------------
+
+struct Child {
+    proc: std::process::Child,
+    stdin: std::process::ChildStdin,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.proc.kill();
+        let _ = self.proc.wait();
+    }
+}
+
+impl Child {
+    fn expect(&self, prefix: &str, wait: Duration) -> String {
+        let deadline = Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) if l.starts_with(prefix) => return l,
+                Ok(_) => {}
+                Err(_) => panic!("no {prefix} from a validator within {wait:?}"),
+            }
+        }
+    }
+}
+
+fn parent() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports: Vec<u16> = (0..N)
+        .map(|_| {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        })
+        .collect();
+    let ports_env = ports
+        .iter()
+        .map(u16::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    let exe = std::env::current_exe().unwrap();
+    let mut children: Vec<Child> = (0..N)
+        .map(|i| {
+            let data = dir.path().join(format!("v{i}"));
+            let mut proc = Command::new(&exe)
+                .env(ENV_CHILD, i.to_string())
+                .env(ENV_PORTS, &ports_env)
+                .env(ENV_DIR, &data)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .unwrap();
+            let stdin = proc.stdin.take().unwrap();
+            let stdout = proc.stdout.take().unwrap();
+            let (tx, lines) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                for line in std::io::BufReader::new(stdout).lines() {
+                    let Ok(line) = line else { break };
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+            Child { proc, stdin, lines }
+        })
+        .collect();
+    for c in &children {
+        c.expect("READY", Duration::from_secs(30));
+    }
+    std::thread::sleep(Duration::from_secs(2)); // connections
+    let runs = [
+        ("saturation", 1.0e6, 20_000usize),
+        ("10k/s offered", 2_500.0, 12_500usize),
+    ];
+    println!("consensus over 4 processes on loopback, 512-byte opaque requests");
+    for (name, rate_per_node, per_node) in runs {
+        for c in &mut children {
+            writeln!(c.stdin, "GO {rate_per_node} {per_node}").unwrap();
+        }
+        let mut committed = 0u64;
+        let mut failed = 0u64;
+        let mut longest = 0u64;
+        let mut p50s = Vec::new();
+        let mut p99s = Vec::new();
+        for c in &children {
+            let done = c.expect("DONE", Duration::from_secs(300));
+            let f: Vec<u64> = done
+                .split_whitespace()
+                .skip(1)
+                .map(|x| x.parse().unwrap())
+                .collect();
+            committed += f[0];
+            failed += f[1];
+            longest = longest.max(f[2]);
+            p50s.push(f[3]);
+            p99s.push(f[4]);
+        }
+        p50s.sort_unstable();
+        let rate = committed as f64 / (longest as f64 / 1e6);
+        println!(
+            "{name:>14}: {committed} committed ({failed} failed) in {:.2} s = {:.0} requests/s; \
+             latency p50 {:.1} ms (median of nodes), p99 {:.1} ms (worst node)",
+            longest as f64 / 1e6,
+            rate,
+            p50s[p50s.len() / 2] as f64 / 1e3,
+            p99s.iter().max().copied().unwrap_or(0) as f64 / 1e3,
+        );
+    }
+}
