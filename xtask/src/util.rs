@@ -45,7 +45,7 @@ fn has_nextest() -> bool {
 }
 
 /// Examples that `cargo xtask test` runs to completion.
-pub(crate) const EXAMPLES: &[&str] = &["store_quickstart", "secure_messaging"];
+pub(crate) const EXAMPLES: &[&str] = &["store_quickstart", "secure_messaging", "consensus_mesh"];
 
 /// `cargo xtask test`.
 pub(crate) fn run_test(args: &[String]) -> Result<()> {

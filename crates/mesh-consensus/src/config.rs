@@ -50,6 +50,10 @@ pub struct Config {
     pub view_change_timeout: Duration,
     /// How often a stalled replica re-sends its latest votes and asks for what it misses.
     pub retransmit_interval: Duration,
+    /// How long requests submitted at a backup may wait to be forwarded to the primary
+    /// together (zero: each at once). Bundling saves the primary a message, a decode and a
+    /// wake-up per request under load, for at most this much latency.
+    pub forward_delay: Duration,
     /// Messages for views this replica has not entered yet that are kept for later.
     pub max_future_messages: usize,
     /// How requests are authenticated.
@@ -70,6 +74,7 @@ impl Default for Config {
             request_timeout: Duration::from_secs(2),
             view_change_timeout: Duration::from_secs(2),
             retransmit_interval: Duration::from_millis(250),
+            forward_delay: Duration::from_millis(1),
             max_future_messages: 4_096,
             request_auth: RequestAuth::Connection,
             limits: Limits::default(),

@@ -237,6 +237,7 @@ pub struct Replica<S: Storage> {
     served: HashMap<usize, u32>,
     fetch_sent: bool,
     query_sent: bool,
+    forward_due: Option<Instant>,
     own_checkpoint_vote: Option<(u64, Digest, VoteSig)>,
     rotation: usize,
     stats: Stats,
@@ -342,6 +343,7 @@ impl<S: Storage> Replica<S> {
             served: HashMap::new(),
             fetch_sent: false,
             query_sent: false,
+            forward_due: None,
             own_checkpoint_vote: None,
             rotation: 0,
             stats: Stats::default(),
@@ -479,6 +481,7 @@ impl<S: Storage> Replica<S> {
     pub fn poll_timeout(&self) -> Option<Instant> {
         [
             Some(self.tick_at),
+            self.forward_due,
             self.progress_deadline,
             self.vc_deadline,
             self.request_deadline(),
@@ -1906,17 +1909,28 @@ impl<S: Storage> Replica<S> {
     /// Persisting last is safe because outputs are only polled after the step returns.
     fn flush(&mut self) -> Result<()> {
         if !self.forward_buf.is_empty() && !self.changing && !self.is_primary() {
-            let primary = self.set.primary(self.view);
-            let reqs = std::mem::take(&mut self.forward_buf);
-            for chunk in reqs.chunks(self.cfg.limits.max_forward) {
-                let msg = Arc::new(Message::Forward(chunk.to_vec()).encode());
-                self.send(primary, msg);
+            // Requests arriving together go to the primary together: wait up to
+            // `forward_delay` (or until a bundle is full) before forwarding.
+            let due = *self
+                .forward_due
+                .get_or_insert(self.now + self.cfg.forward_delay);
+            if self.now >= due || self.forward_buf.len() >= self.cfg.limits.max_forward {
+                self.forward_due = None;
+                let primary = self.set.primary(self.view);
+                let reqs = std::mem::take(&mut self.forward_buf);
+                for chunk in reqs.chunks(self.cfg.limits.max_forward) {
+                    let msg = Arc::new(Message::Forward(chunk.to_vec()).encode());
+                    self.send(primary, msg);
+                }
             }
         } else if self.is_primary() && !self.forward_buf.is_empty() {
             for r in std::mem::take(&mut self.forward_buf) {
                 self.enqueue(r);
             }
             self.try_propose()?;
+        }
+        if self.forward_buf.is_empty() || self.changing {
+            self.forward_due = None;
         }
         if self.dirty {
             self.dirty = false;

@@ -22,7 +22,9 @@ use crate::error::{Error, Result};
 pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/agentmesh/kad/1");
 /// The identify protocol version string.
 pub const IDENTIFY_PROTOCOL: &str = "/agentmesh/id/1";
-/// Inbound requests awaiting a response from the application, at most.
+/// Inbound requests from one peer's request stream awaiting a response from the
+/// application, at most (all streams together: 16 times this); beyond it requests are
+/// refused as busy.
 pub const MAX_PENDING_INBOUND: usize = 4096;
 /// Longest topic name.
 pub const MAX_TOPIC_LEN: usize = 64;

@@ -39,7 +39,10 @@ const WRITE_QUEUE: usize = 1024;
 /// Bytes gathered into one write.
 const WRITE_BATCH: usize = 64 * 1024;
 /// Requests one inbound stream may have waiting for the application.
-const MAX_PENDING_PER_STREAM: usize = 4096;
+const MAX_PENDING_PER_STREAM: usize = crate::node::MAX_PENDING_INBOUND;
+/// Requests all inbound streams together may have waiting for the application (a peer could
+/// otherwise open stream after stream).
+const MAX_PENDING_TOTAL: usize = 16 * MAX_PENDING_PER_STREAM;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // Every critical section is a single map operation: a panic cannot leave it half-done.
@@ -225,6 +228,7 @@ impl StreamRr {
                 return Ok(());
             };
             if in_flight.load(Ordering::Relaxed) >= MAX_PENDING_PER_STREAM as u64
+                || lock(&self.pending_in).len() >= MAX_PENDING_TOTAL
                 || events.capacity() == 0
             {
                 // The application is not keeping up: refuse now rather than wait on it.
