@@ -11,13 +11,10 @@
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use mesh_consensus::{
-    Keys, RequestAuth, Storage as _, StoreStorage, Validator, ValidatorSet, verify_chain,
-};
+use mesh_consensus::{Keys, RequestAuth, Storage as _, StoreStorage, ValidatorSet, verify_chain};
 use mesh_crypto::bls::BlsSecretKey;
 use mesh_crypto::ed25519::SigningKey;
 use mesh_driver::consensus::{self, Config, Driver, Handle};
-use mesh_types::NodeId;
 
 const N: usize = 4;
 
@@ -29,16 +26,9 @@ fn keys(i: usize) -> anyhow::Result<Keys> {
 }
 
 fn validator_set() -> anyhow::Result<ValidatorSet> {
-    let mut members = Vec::new();
-    for i in 0..N {
-        let k = keys(i)?;
-        let v = Validator {
-            id: NodeId(k.ed25519.verifying_key().to_bytes()),
-            bls: k.bls.public_key(),
-            weight: 1,
-        };
-        members.push((v, k.bls.prove_possession()));
-    }
+    let members = (0..N)
+        .map(|i| keys(i).map(|k| k.member(1)))
+        .collect::<anyhow::Result<_>>()?;
     Ok(ValidatorSet::new(0, members)?)
 }
 

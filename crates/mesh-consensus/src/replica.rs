@@ -36,6 +36,21 @@ pub struct Keys {
     pub bls: BlsSecretKey,
 }
 
+impl Keys {
+    /// This validator's entry for a validator set, with `weight`, and the proof of
+    /// possession of its BLS key that [`ValidatorSet::new`] checks.
+    pub fn member(&self, weight: u32) -> (crate::Validator, mesh_crypto::bls::BlsSignature) {
+        (
+            crate::Validator {
+                id: NodeId(self.ed25519.verifying_key().to_bytes()),
+                bls: self.bls.public_key(),
+                weight,
+            },
+            self.bls.prove_possession(),
+        )
+    }
+}
+
 impl std::fmt::Debug for Keys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Keys(..)")
@@ -588,40 +603,22 @@ impl<S: Storage> Replica<S> {
     fn step(&mut self, sender: usize, msg: Message) -> Result<()> {
         match msg {
             Message::Forward(reqs) => self.on_forward(sender, reqs),
-            Message::PrePrepare {
-                view,
-                seq,
-                batch,
-                vote,
-            } => {
-                if self.defer(sender, view, seq, || Message::PrePrepare {
+            Message::PrePrepare { .. } | Message::Vote { .. } => match self.defer(sender, msg)? {
+                Some(Message::PrePrepare {
                     view,
                     seq,
-                    batch: batch.clone(),
+                    batch,
                     vote,
-                })? {
-                    return Ok(());
-                }
-                self.on_pre_prepare(sender, view, seq, batch, vote)
-            }
-            Message::Vote {
-                phase,
-                view,
-                seq,
-                digest,
-                signature,
-            } => {
-                if self.defer(sender, view, seq, || Message::Vote {
+                }) => self.on_pre_prepare(sender, view, seq, batch, vote),
+                Some(Message::Vote {
                     phase,
-                    view,
                     seq,
                     digest,
                     signature,
-                })? {
-                    return Ok(());
-                }
-                self.on_vote(sender, phase, seq, digest, signature)
-            }
+                    ..
+                }) => self.on_vote(sender, phase, seq, digest, signature),
+                _ => Ok(()),
+            },
             Message::Checkpoint {
                 seq,
                 state,
@@ -668,15 +665,15 @@ impl<S: Storage> Replica<S> {
         }
     }
 
-    /// Sorts a normal-case message by view and height: `Ok(true)` if it was kept for a view
-    /// not entered yet, `Ok(false)` if it is for now, `Err` if stale or out of the window.
-    fn defer(
-        &mut self,
-        sender: usize,
-        view: u64,
-        seq: u64,
-        msg: impl FnOnce() -> Message,
-    ) -> Result<bool> {
+    /// Sorts a normal-case message by view and height: `Ok(None)` if it was kept for a view
+    /// not entered yet, `Ok(Some(msg))` if it is for now, `Err` if stale or out of the window.
+    fn defer(&mut self, sender: usize, msg: Message) -> Result<Option<Message>> {
+        let (view, seq) = match &msg {
+            Message::PrePrepare { view, seq, .. } | Message::Vote { view, seq, .. } => {
+                (*view, *seq)
+            }
+            _ => return Ok(Some(msg)),
+        };
         if view < self.view {
             self.stats.stale += 1;
             return Err(Error::invalid(
@@ -708,10 +705,10 @@ impl<S: Storage> Replica<S> {
                 self.future.pop_front();
                 self.stats.dropped += 1;
             }
-            self.future.push_back((sender, msg()));
-            return Ok(true);
+            self.future.push_back((sender, msg));
+            return Ok(None);
         }
-        Ok(false)
+        Ok(Some(msg))
     }
 
     // ----- requests and proposals --------------------------------------------------------

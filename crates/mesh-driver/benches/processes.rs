@@ -25,7 +25,7 @@ use std::io::{BufRead as _, Write as _};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use mesh_consensus::{Keys, RequestAuth, Validator, ValidatorSet};
+use mesh_consensus::{Keys, RequestAuth, ValidatorSet};
 use mesh_crypto::bls::BlsSecretKey;
 use mesh_crypto::ed25519::SigningKey;
 use mesh_driver::consensus::{self, Config, Driver};
@@ -48,17 +48,7 @@ fn keys(i: usize) -> Keys {
 }
 
 fn validator_set() -> ValidatorSet {
-    let members = (0..N)
-        .map(|i| {
-            let k = keys(i);
-            let v = Validator {
-                id: NodeId(k.ed25519.verifying_key().to_bytes()),
-                bls: k.bls.public_key(),
-                weight: 1,
-            };
-            (v, k.bls.prove_possession())
-        })
-        .collect();
+    let members = (0..N).map(|i| keys(i).member(1)).collect();
     ValidatorSet::new(0, members).unwrap()
 }
 

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use mesh_consensus::{Keys, Request, Validator, ValidatorSet};
+use mesh_consensus::{Keys, Request, ValidatorSet};
 use mesh_crypto::bls::BlsSecretKey;
 use mesh_crypto::ed25519::SigningKey;
 use mesh_driver::Error;
@@ -23,17 +23,7 @@ fn keys(i: u8) -> Keys {
 }
 
 fn validators(n: u8) -> ValidatorSet {
-    let members = (1..=n)
-        .map(|i| {
-            let k = keys(i);
-            let v = Validator {
-                id: NodeId(k.ed25519.verifying_key().to_bytes()),
-                bls: k.bls.public_key(),
-                weight: 1,
-            };
-            (v, k.bls.prove_possession())
-        })
-        .collect();
+    let members = (1..=n).map(|i| keys(i).member(1)).collect();
     ValidatorSet::new(0, members).unwrap()
 }
 

@@ -31,7 +31,7 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, sync_channel};
 use std::time::{Duration, Instant};
 
-use mesh_consensus::{Keys, RequestAuth, Validator, ValidatorSet};
+use mesh_consensus::{Keys, RequestAuth, ValidatorSet};
 use mesh_crypto::bls::BlsSecretKey;
 use mesh_crypto::ed25519::SigningKey;
 use mesh_driver::consensus::{self, Config, Driver};
@@ -73,18 +73,7 @@ fn keys(seed: &[u8; 32]) -> Keys {
 }
 
 fn validator_set(seeds: &[[u8; 32]]) -> ValidatorSet {
-    let members = seeds
-        .iter()
-        .map(|s| {
-            let k = keys(s);
-            let v = Validator {
-                id: NodeId(k.ed25519.verifying_key().to_bytes()),
-                bls: k.bls.public_key(),
-                weight: 1,
-            };
-            (v, k.bls.prove_possession())
-        })
-        .collect();
+    let members = seeds.iter().map(|s| keys(s).member(1)).collect();
     ValidatorSet::new(0, members).unwrap()
 }
 

@@ -811,14 +811,7 @@ impl Sim {
                     }
                     .encode(),
                 );
-                for (k, j) in to.into_iter().enumerate() {
-                    let b = if k % 2 == 0 && !censoring {
-                        bytes.clone()
-                    } else {
-                        alt_bytes.clone()
-                    };
-                    self.transmit(from, j, b);
-                }
+                self.split(from, to, &bytes, &alt_bytes, censoring);
             }
             (
                 Behaviour::EquivocatingPrimary | Behaviour::CensoringPrimary,
@@ -837,14 +830,7 @@ impl Sim {
                     signature: scheme.sign(&vote_bytes(epoch, phase, view, seq, &alt)),
                 };
                 let alt_bytes = Arc::new(vote.encode());
-                for (k, j) in to.into_iter().enumerate() {
-                    let b = if k % 2 == 0 && !censoring {
-                        bytes.clone()
-                    } else {
-                        alt_bytes.clone()
-                    };
-                    self.transmit(from, j, b);
-                }
+                self.split(from, to, &bytes, &alt_bytes, censoring);
             }
             (
                 Behaviour::ForgedVotes,
@@ -925,6 +911,26 @@ impl Sim {
                     self.transmit(from, j, bytes.clone());
                 }
             }
+        }
+    }
+
+    /// Sends `alt` instead of `original` to every other recipient (an equivocating primary),
+    /// or to all of them (`everyone`: a censoring one).
+    fn split(
+        &mut self,
+        from: usize,
+        to: Vec<usize>,
+        original: &Arc<Vec<u8>>,
+        alt: &Arc<Vec<u8>>,
+        everyone: bool,
+    ) {
+        for (k, j) in to.into_iter().enumerate() {
+            let b = if k % 2 == 0 && !everyone {
+                original
+            } else {
+                alt
+            };
+            self.transmit(from, j, b.clone());
         }
     }
 
