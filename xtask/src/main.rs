@@ -6,12 +6,14 @@
 //! - `cargo xtask deps`: install the system packages the tests need (`iproute2`, `iptables`).
 //! - `cargo xtask testnet`: the main job: start what exists of the mesh and drive it.
 //! - `cargo xtask sim [--seeds N]`: the consensus simulation sweep over N seeds (release).
+//! - `cargo xtask bench`: the cross-process figures (`cargo bench` runs the in-process ones).
 //! - `cargo xtask tidy`: the architecture checks alone (crate layering, core purity).
 //!
 //! xtask keeps few dependencies on purpose: it must build fast on a fresh machine.
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod bench;
 mod deps;
 mod layers;
 mod sim;
@@ -28,6 +30,7 @@ commands:
   deps      install the system packages the tests need (iproute2, iptables; as root, apt-get)
   testnet   start what exists of the mesh on loopback and drive it (see README)
   sim       consensus simulation sweep: --seeds N (default 10000), release build
+  bench     cross-process figures: four consensus validator processes on loopback
   tidy      check crate layering and protocol-core purity from `cargo metadata`
   help      print this message
 ";
@@ -43,6 +46,7 @@ fn main() -> ExitCode {
         "deps" => deps::run(rest),
         "testnet" => testnet::run(rest),
         "sim" => sim::run(rest),
+        "bench" => bench::run(rest),
         "tidy" => layers::check_workspace().map(|report| println!("{report}")),
         "help" | "--help" | "-h" => {
             print!("{USAGE}");
