@@ -101,3 +101,32 @@ pub fn verify_chain<'a>(
     }
     Ok((lc.height(), lc.head()))
 }
+
+/// Verifies the ledger held in `storage` from the genesis validator set it recorded, calling
+/// `progress(height)` every 1,000 blocks; returns the genesis set, the height and the head.
+pub fn verify_storage(
+    storage: &impl crate::Storage,
+    mut progress: impl FnMut(u64),
+) -> Result<(ValidatorSet, u64, Digest)> {
+    let genesis = storage
+        .load_genesis()?
+        .ok_or_else(|| Error::invalid("ledger", "no genesis validator set recorded"))?;
+    let mut r = mesh_types::wire::Reader::new(&genesis);
+    let set = ValidatorSet::decode(&mut r)?;
+    let mut lc = LightClient::new(set.clone());
+    let mut from = 1;
+    loop {
+        let blocks = storage.blocks(from, 256, 64 * 1024 * 1024)?;
+        if blocks.is_empty() {
+            break;
+        }
+        for b in &blocks {
+            lc.push(b)?;
+            if lc.height().is_multiple_of(1_000) {
+                progress(lc.height());
+            }
+        }
+        from += blocks.len() as u64;
+    }
+    Ok((set, lc.height(), lc.head()))
+}

@@ -37,7 +37,7 @@ pub mod validators;
 
 pub use config::{Config, RequestAuth};
 pub use error::{Error, Result};
-pub use ledger::{LightClient, verify_chain};
+pub use ledger::{LightClient, verify_chain, verify_storage};
 pub use message::{Batch, Certificate, CheckpointCert, CommittedBlock, Limits, Message, Request};
 pub use replica::{Keys, Output, Replica, Stats, Submitted, genesis_hash};
 pub use scheme::{BlsScheme, Scheme, VoteSig};

@@ -364,8 +364,32 @@ impl<S: Storage> Replica<S> {
             stats: Stats::default(),
         };
         r.tick_at = now + r.cfg.retransmit_interval;
+        r.check_genesis()?;
         r.recover()?;
         Ok(r)
+    }
+
+    /// A new ledger records its genesis validator set; an existing one must have been started
+    /// from the set given now (a data directory never silently changes mesh).
+    fn check_genesis(&mut self) -> Result<()> {
+        let mut encoded = Vec::new();
+        self.set.encode(&mut encoded);
+        match self.storage.load_genesis()? {
+            None => self.storage.save_genesis(&encoded),
+            Some(stored) if stored == encoded => Ok(()),
+            Some(stored) => {
+                let mut r = mesh_types::wire::Reader::new(&stored);
+                let what = match ValidatorSet::decode(&mut r) {
+                    Ok(s) => format!("genesis {}", s.digest()),
+                    Err(e) => format!("an unreadable genesis ({e})"),
+                };
+                Err(Error::Config(format!(
+                    "this ledger was started from {what}, not from the configured validator \
+                     set {}: refusing to mix meshes in one data directory",
+                    self.set.digest()
+                )))
+            }
+        }
     }
 
     fn recover(&mut self) -> Result<()> {

@@ -28,11 +28,15 @@ pub trait Storage {
     /// Blocks from `from` on, at most `max` of them and about `max_bytes` (at least one if
     /// any exists).
     fn blocks(&self, from: u64, max: usize, max_bytes: usize) -> Result<Vec<CommittedBlock>>;
+    /// The genesis validator set this ledger started from (its canonical encoding), if any.
+    fn load_genesis(&self) -> Result<Option<Vec<u8>>>;
+    /// Records the genesis validator set (once, when the ledger is created).
+    fn save_genesis(&mut self, genesis: &[u8]) -> Result<()>;
 }
 
 /// [`Storage`] over any [`mesh_store::Store`]: the ledger is the log `consensus.ledger`
-/// (record `i` holds height `i + 1`), the vote state the key `state` of the tree
-/// `consensus.state`. Over a `DiskStore` this is the shipped path; over a `MemStore` it is
+/// (record `i` holds height `i + 1`), the vote state the key `state` and the genesis
+/// validator set the key `genesis` of the tree `consensus.state`. Over a `DiskStore` this is the shipped path; over a `MemStore` it is
 /// what the simulator restarts replicas from.
 #[derive(Debug)]
 pub struct StoreStorage<S: Store> {
@@ -85,6 +89,14 @@ impl<S: Store> Storage for StoreStorage<S> {
             .get(index)?
             .map(|b| CommittedBlock::from_bytes(&b, &self.limits))
             .transpose()
+    }
+
+    fn load_genesis(&self) -> Result<Option<Vec<u8>>> {
+        Ok(self.state.get(b"genesis")?)
+    }
+
+    fn save_genesis(&mut self, genesis: &[u8]) -> Result<()> {
+        Ok(self.state.put(b"genesis", genesis)?)
     }
 
     fn blocks(&self, from: u64, max: usize, max_bytes: usize) -> Result<Vec<CommittedBlock>> {
