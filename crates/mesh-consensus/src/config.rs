@@ -32,6 +32,10 @@ pub struct Config {
     /// `cargo bench -p mesh-driver`, depth 8 committed 2.1k requests/s, depth 2 21.9k and
     /// depth 1 22.8k.
     pub max_inflight: u64,
+    /// With a block already proposed and not executed, the primary proposes another only once
+    /// this many requests wait (fewer wait for the open block to execute, and then go
+    /// together). 1 pipelines every request at once.
+    pub min_pipelined_batch: usize,
     /// Most requests waiting at one replica (its own clients' plus, at the primary, forwarded
     /// ones); beyond it [`Replica::handle_request`](crate::Replica::handle_request) answers
     /// busy.
@@ -68,6 +72,7 @@ impl Default for Config {
             checkpoint_interval: 16,
             window: 64,
             max_inflight: 2,
+            min_pipelined_batch: 1_024,
             max_pending: 200_000,
             max_clients: 1_000_000,
             client_window: 1_024,
@@ -104,7 +109,11 @@ impl Config {
                 self.max_inflight
             )));
         }
-        if self.max_pending == 0 || self.max_clients == 0 || self.client_window == 0 {
+        if self.max_pending == 0
+            || self.max_clients == 0
+            || self.client_window == 0
+            || self.min_pipelined_batch == 0
+        {
             return Err(Error::Config("queue bounds must be positive".into()));
         }
         if self.request_timeout.is_zero()

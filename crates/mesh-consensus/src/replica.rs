@@ -798,6 +798,11 @@ impl<S: Storage> Replica<S> {
         while !self.pending.is_empty()
             && self.next_seq <= self.low + self.cfg.window
             && self.next_seq.saturating_sub(self.executed + 1) < self.cfg.max_inflight
+            // With a block already open, start another only for a full enough batch: small
+            // ones wait for the open block to execute and travel together (every block costs
+            // each replica two signatures and two aggregate checks, whatever its size).
+            && (self.next_seq == self.executed + 1
+                || self.pending.len() >= self.cfg.min_pipelined_batch)
         {
             let mut reqs = Vec::new();
             let mut bytes = 16usize;

@@ -237,6 +237,8 @@ impl SimConfig {
                 checkpoint_interval: 4,
                 window: 16,
                 max_inflight: 4,
+                // Small runs: pipeline every request, so pipelining is exercised.
+                min_pipelined_batch: 1,
                 request_timeout: Duration::from_millis(800),
                 view_change_timeout: Duration::from_millis(800),
                 retransmit_interval: Duration::from_millis(200),
