@@ -1,7 +1,8 @@
 //! `cargo bench -p mesh-driver`: four validators, each its own OS process on loopback (libp2p
 //! TCP + Noise + yamux, a `DiskStore` with fsync per step, BLS certificates), ordering
-//! 512-byte requests submitted by a load generator inside each validator process (in the
-//! connection-authenticated mode: requests are opaque and named after the submitting node).
+//! 512-byte requests submitted by a load generator inside each validator process, in both
+//! request modes: opaque (connection-authenticated: named after the submitting node) and
+//! signed (every replica batch-verifies every client's Ed25519 signature).
 //!
 //! Two runs: saturation (every node submits as fast as its window of 1,024 requests in flight
 //! allows) for committed requests/s, and an offered 10,000 requests/s for end-to-end latency
@@ -35,6 +36,7 @@ const N: usize = 4;
 const ENV_CHILD: &str = "MESH_BENCH_CHILD";
 const ENV_PORTS: &str = "MESH_BENCH_PORTS";
 const ENV_DIR: &str = "MESH_BENCH_DIR";
+const ENV_MODE: &str = "MESH_BENCH_MODE";
 
 fn seed(i: usize) -> [u8; 32] {
     [i as u8 + 101; 32]
@@ -94,7 +96,12 @@ fn child(index: usize) {
         .unwrap();
     rt.block_on(async move {
         let mut config = Config::new(dir, validator_set(), keys(index));
-        config.consensus.request_auth = RequestAuth::Connection;
+        let signed = std::env::var(ENV_MODE).is_ok_and(|m| m == "signed");
+        config.consensus.request_auth = if signed {
+            RequestAuth::Signed
+        } else {
+            RequestAuth::Connection
+        };
         if let Ok(depth) = std::env::var("MESH_BENCH_INFLIGHT") {
             config.consensus.max_inflight = depth.parse().unwrap();
         }
@@ -109,6 +116,7 @@ fn child(index: usize) {
             .map(|j| addr(j, ports[j]))
             .collect();
         let (handle, _join) = Driver::start(config).unwrap();
+        let mut next_id = 0u64;
         println!("READY");
         let mut lines = std::io::stdin().lock().lines();
         while let Some(Ok(line)) = lines.next() {
@@ -118,6 +126,23 @@ fn child(index: usize) {
             }
             let rate: f64 = parts[1].parse().unwrap();
             let count: usize = parts[2].parse().unwrap();
+            // Signed mode: the clients (one per process here) sign before the clock starts,
+            // as they would on their own machines.
+            let mut signed_requests = Vec::new();
+            if signed {
+                let client = SigningKey::from_seed(&[index as u8 + 77; 32]);
+                for _ in 0..count {
+                    next_id += 1;
+                    signed_requests.push(mesh_consensus::Request::signed(
+                        &client,
+                        next_id,
+                        vec![next_id as u8; 512],
+                    ));
+                }
+            }
+            let mut signed_requests = signed_requests.into_iter();
+            // At most a client window of signed requests in flight (the handle caps its own).
+            let window = std::sync::Arc::new(tokio::sync::Semaphore::new(1024));
             let (tx, mut rx) = tokio::sync::mpsc::channel::<Option<Duration>>(count.max(1));
             let start = Instant::now();
             for i in 0..count {
@@ -125,9 +150,17 @@ fn child(index: usize) {
                 tokio::time::sleep_until(due.into()).await;
                 let h = handle.clone();
                 let tx = tx.clone();
+                let request = signed_requests.next();
+                let window = window.clone();
                 tokio::spawn(async move {
-                    let r = h.submit(vec![i as u8; 512]).await;
-                    let _ = tx.send(r.ok().map(|_| due.elapsed())).await;
+                    let ok = match request {
+                        Some(r) => {
+                            let _slot = window.acquire_owned().await;
+                            h.submit_request(r).await.is_ok()
+                        }
+                        None => h.submit(vec![i as u8; 512]).await.is_ok(),
+                    };
+                    let _ = tx.send(ok.then(|| due.elapsed())).await;
                 });
             }
             drop(tx);
@@ -184,6 +217,12 @@ impl Child {
 }
 
 fn parent() {
+    for mode in ["opaque", "signed"] {
+        run_mode(mode);
+    }
+}
+
+fn run_mode(mode: &str) {
     let dir = tempfile::tempdir().unwrap();
     let ports: Vec<u16> = (0..N)
         .map(|_| {
@@ -207,6 +246,7 @@ fn parent() {
                 .env(ENV_CHILD, i.to_string())
                 .env(ENV_PORTS, &ports_env)
                 .env(ENV_DIR, &data)
+                .env(ENV_MODE, mode)
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::inherit())
@@ -234,7 +274,7 @@ fn parent() {
         ("saturation", 1.0e6, 20_000usize),
         ("10k/s offered", 2_500.0, 12_500usize),
     ];
-    println!("consensus over 4 processes on loopback, 512-byte opaque requests");
+    println!("consensus over 4 processes on loopback, 512-byte {mode} requests");
     for (name, rate_per_node, per_node) in runs {
         for c in &mut children {
             writeln!(c.stdin, "GO {rate_per_node} {per_node}").unwrap();
