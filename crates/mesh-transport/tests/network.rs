@@ -285,7 +285,7 @@ fn unreachable_bootstrap_peers_are_reported_and_the_node_keeps_running() {
     let b = node(31, |_| {});
     test_rt().block_on(async {
         wait_for(&mut a, 10, |e| matches!(e, Event::DialFailed { .. })).await;
-        a.transport.dial(b.addr.clone()).await.unwrap();
+        connect(&mut a, &b).await;
         let peer = b.transport.peer_id();
         assert_eq!(
             a.transport
