@@ -333,6 +333,10 @@ impl StreamRr {
             }
             Err(_) => {
                 lock(&pending).remove(&id);
+                // The stream may be stuck (never opened, or its connection half-gone): the
+                // next request opens a fresh one. Requests already waiting on this one keep
+                // it until they finish.
+                self.drop_link(peer, serial);
                 self.metrics.out("failed");
                 return Err(failed(format!("no answer within {:?}", self.timeout)));
             }

@@ -19,7 +19,7 @@ struct Node {
 }
 
 /// Starts a node on its own runtime. It answers `echo` requests (refusing the payload
-/// `refuse`) and forwards every other event to `events`.
+/// `refuse`, ignoring `ignore`) and forwards every other event to `events`.
 fn node(seed: u8, tweak: impl FnOnce(&mut Config)) -> Node {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -42,6 +42,8 @@ fn node(seed: u8, tweak: impl FnOnce(&mut Config)) -> Node {
     rt.spawn(async move {
         while let Some(event) = raw.recv().await {
             match event {
+                // A request the application never answers: the caller must time out.
+                Event::Request(req) if req.protocol == "echo" && req.data == b"ignore" => {}
                 Event::Request(req) if req.protocol == "echo" => {
                     let answer = if req.data == b"refuse" {
                         Err("refused on purpose".to_owned())
@@ -612,6 +614,29 @@ fn malformed_frames_inside_an_authenticated_stream_close_only_that_stream() {
                 .await
                 .unwrap(),
             b"fine"
+        );
+    });
+}
+
+/// A request the peer never answers times out with a clear error, and the next request (on a
+/// fresh stream: a timed-out stream is not trusted again) is answered.
+#[test]
+fn an_unanswered_request_times_out_and_the_next_one_is_served() {
+    let mut a = node(86, |c| c.request_timeout = Duration::from_millis(500));
+    let b = node(87, |_| {});
+    test_rt().block_on(async {
+        connect(&mut a, &b).await;
+        let peer = b.transport.peer_id();
+        match a.transport.request(peer, "echo", b"ignore".to_vec()).await {
+            Err(Error::Request { detail, .. }) => assert!(detail.contains("no answer"), "{detail}"),
+            other => panic!("expected a timeout, got {other:?}"),
+        }
+        assert_eq!(
+            a.transport
+                .request(peer, "echo", b"next".to_vec())
+                .await
+                .unwrap(),
+            b"next"
         );
     });
 }
