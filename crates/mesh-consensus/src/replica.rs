@@ -992,41 +992,20 @@ impl<S: Storage> Replica<S> {
         if done || vbox.done {
             return Ok(());
         }
-        let mut voters: Vec<usize> = vbox
-            .votes
-            .iter()
-            .filter(|(_, (d, _))| *d == digest)
-            .map(|(i, _)| *i)
-            .collect();
-        voters.sort_unstable();
-        let weight: u64 = voters.iter().map(|&i| self.set.weight(i)).sum();
-        if !self.set.is_quorum(weight) {
-            return Ok(());
-        }
         let msg = vote_bytes(self.set.epoch(), phase, view, seq, &digest);
-        let sigs: Vec<VoteSig> = voters
-            .iter()
-            .filter_map(|i| vbox.votes.get(i).map(|v| v.1))
-            .collect();
-        let agg = self.scheme.aggregate(&sigs);
-        let agg = match agg {
-            Some(a) if self.scheme.verify(&self.set, &voters, &msg, &a) => a,
-            _ => {
-                // Find the bad voters; their votes are dropped (they may vote again).
-                for (i, s) in voters.iter().zip(&sigs) {
-                    if *i != self.me && !self.scheme.verify(&self.set, &[*i], &msg, s) {
-                        vbox.votes.remove(i);
-                        self.stats.bad_signatures += 1;
-                    }
-                }
-                return Ok(());
-            }
+        let Some((signers, agg)) = certify_votes(
+            &self.set,
+            self.scheme.as_ref(),
+            self.me,
+            &mut self.stats,
+            &mut vbox.votes,
+            &digest,
+            &msg,
+        )?
+        else {
+            return Ok(());
         };
         vbox.done = true;
-        let mut signers = SignerBitmap::new(self.set.len())?;
-        for &i in &voters {
-            signers.set(i)?;
-        }
         let cert = Certificate {
             phase,
             view,
@@ -1178,37 +1157,19 @@ impl<S: Storage> Replica<S> {
             return Ok(());
         }
         votes.insert(sender, (state, sig));
-        let mut voters: Vec<usize> = votes
-            .iter()
-            .filter(|(_, (d, _))| *d == state)
-            .map(|(i, _)| *i)
-            .collect();
-        voters.sort_unstable();
-        let weight: u64 = voters.iter().map(|&i| self.set.weight(i)).sum();
-        if !self.set.is_quorum(weight) {
-            return Ok(());
-        }
         let msg = checkpoint_bytes(self.set.epoch(), seq, &state);
-        let sigs: Vec<VoteSig> = voters
-            .iter()
-            .filter_map(|i| votes.get(i).map(|v| v.1))
-            .collect();
-        let agg = match self.scheme.aggregate(&sigs) {
-            Some(a) if self.scheme.verify(&self.set, &voters, &msg, &a) => a,
-            _ => {
-                for (i, s) in voters.iter().zip(&sigs) {
-                    if *i != self.me && !self.scheme.verify(&self.set, &[*i], &msg, s) {
-                        votes.remove(i);
-                        self.stats.bad_signatures += 1;
-                    }
-                }
-                return Ok(());
-            }
+        let Some((signers, agg)) = certify_votes(
+            &self.set,
+            self.scheme.as_ref(),
+            self.me,
+            &mut self.stats,
+            votes,
+            &state,
+            &msg,
+        )?
+        else {
+            return Ok(());
         };
-        let mut signers = SignerBitmap::new(self.set.len())?;
-        for &i in &voters {
-            signers.set(i)?;
-        }
         self.install_checkpoint(CheckpointCert {
             seq,
             state,
@@ -1978,6 +1939,52 @@ impl<S: Storage> Replica<S> {
             self.storage.save_state(&state.encode())?;
         }
         Ok(())
+    }
+}
+
+/// Forms a quorum certificate from the `votes` for `digest` (signed over `msg`): aggregates
+/// optimistically and verifies once; if that fails, checks each vote and drops the bad ones
+/// (their voters may vote again). `None` while short of a quorum of good votes.
+fn certify_votes(
+    set: &ValidatorSet,
+    scheme: &dyn Scheme,
+    me: usize,
+    stats: &mut Stats,
+    votes: &mut HashMap<usize, (Digest, VoteSig)>,
+    digest: &Digest,
+    msg: &[u8],
+) -> Result<Option<(SignerBitmap, VoteSig)>> {
+    let mut voters: Vec<usize> = votes
+        .iter()
+        .filter(|(_, (d, _))| d == digest)
+        .map(|(i, _)| *i)
+        .collect();
+    voters.sort_unstable();
+    let weight: u64 = voters.iter().map(|&i| set.weight(i)).sum();
+    if !set.is_quorum(weight) {
+        return Ok(None);
+    }
+    let sigs: Vec<VoteSig> = voters
+        .iter()
+        .filter_map(|i| votes.get(i).map(|v| v.1))
+        .collect();
+    match scheme.aggregate(&sigs) {
+        Some(agg) if scheme.verify(set, &voters, msg, &agg) => {
+            let mut signers = SignerBitmap::new(set.len())?;
+            for &i in &voters {
+                signers.set(i)?;
+            }
+            Ok(Some((signers, agg)))
+        }
+        _ => {
+            for (i, s) in voters.iter().zip(&sigs) {
+                if *i != me && !scheme.verify(set, &[*i], msg, s) {
+                    votes.remove(i);
+                    stats.bad_signatures += 1;
+                }
+            }
+            Ok(None)
+        }
     }
 }
 
