@@ -2,7 +2,8 @@
 //!
 //! - request/response of 1 KiB: messages per second with 256 requests in flight, and latency
 //!   percentiles (p50/p99) at about half that rate;
-//! - gossip of 1 KiB to 3 subscribers (4 nodes): messages per second delivered to all;
+//! - gossip of 1 KiB to 3 subscribers (4 nodes): messages per second delivered to all, and
+//!   delivery latency percentiles (p50/p99 over every subscriber) at half the target rate;
 //! - one stream: 256 MiB written through one libp2p stream (TCP, Noise, yamux), in bytes/s.
 //!
 //! Percentiles are printed (criterion reports means); rates come from criterion's throughput.
@@ -27,7 +28,8 @@ use tokio::sync::mpsc;
 struct Node {
     transport: Transport,
     addr: Multiaddr,
-    gossip: mpsc::Receiver<Vec<u8>>,
+    /// Gossip payloads with the time the node's event loop saw them.
+    gossip: mpsc::Receiver<(Instant, Vec<u8>)>,
     _rt: Runtime,
 }
 
@@ -59,7 +61,7 @@ fn node(seed: u8) -> Node {
                 }
                 Event::Request(r) => t.respond(r.token, Ok(r.data)).await.unwrap(),
                 Event::Message { data, .. } => {
-                    let _ = gossip_tx.try_send(data);
+                    let _ = gossip_tx.try_send((Instant::now(), data));
                 }
                 _ => {}
             }
@@ -218,6 +220,49 @@ fn gossip(c: &mut Criterion) {
         })
     });
     g.finish();
+
+    // Latency at a fixed offered rate (open loop): 5,000 messages/s for 2 s. The payload
+    // carries its sequence number; every subscriber's delivery counts.
+    rt.block_on(async {
+        let rate = 5_000u64;
+        let total = rate * 2;
+        let interval = Duration::from_secs(1) / rate as u32;
+        let first = seq + 1;
+        let start = Instant::now();
+        let mut sent_at = Vec::with_capacity(total as usize);
+        for i in 0..total {
+            tokio::time::sleep_until((start + interval * i as u32).into()).await;
+            seq += 1;
+            let mut data = seq.to_le_bytes().to_vec();
+            data.resize(1024, 0);
+            sent_at.push(Instant::now());
+            publisher.transport.publish("bench", data).await.unwrap();
+        }
+        let mut lat = Vec::with_capacity(3 * total as usize);
+        for s in subscribers.iter_mut() {
+            let mut got = 0;
+            while got < total {
+                match tokio::time::timeout(Duration::from_secs(10), s.gossip.recv()).await {
+                    Ok(Some((at, data))) => {
+                        let n = u64::from_le_bytes(data[..8].try_into().unwrap());
+                        if n >= first {
+                            lat.push(at - sent_at[(n - first) as usize]);
+                            got += 1;
+                        }
+                    }
+                    _ => panic!("gossip lost: {got} of {total}"),
+                }
+            }
+        }
+        lat.sort();
+        println!(
+            "gossip_1KiB_to_3 at {rate}/s offered: {} deliveries, p50 {:?}, p99 {:?}, max {:?}",
+            lat.len(),
+            percentile(&lat, 0.50),
+            percentile(&lat, 0.99),
+            lat.last().copied().unwrap_or_default()
+        );
+    });
 }
 
 fn stream(c: &mut Criterion) {

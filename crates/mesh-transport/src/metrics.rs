@@ -20,6 +20,7 @@ pub(crate) struct Metrics {
     pub(crate) gossip_published: Counter,
     pub(crate) gossip_received: Counter,
     pub(crate) gossip_rejected: Counter,
+    pub(crate) gossip_unsent: Counter,
     pub(crate) events_dropped: Counter,
     pub(crate) libp2p: libp2p::metrics::Metrics,
 }
@@ -35,6 +36,7 @@ impl Metrics {
             gossip_published: Counter::default(),
             gossip_received: Counter::default(),
             gossip_rejected: Counter::default(),
+            gossip_unsent: Counter::default(),
             events_dropped: Counter::default(),
             libp2p: libp2p::metrics::Metrics::new(registry),
         };
@@ -66,8 +68,13 @@ impl Metrics {
         );
         r.register(
             "gossip_rejected",
-            "Gossip messages rejected: malformed envelopes or bad signatures",
+            "Gossip envelopes rejected: malformed or badly signed",
             m.gossip_rejected.clone(),
+        );
+        r.register(
+            "gossip_unsent",
+            "Gossip messages queued but refused by gossipsub when their batch left",
+            m.gossip_unsent.clone(),
         );
         r.register(
             "events_dropped",

@@ -73,6 +73,12 @@ pub struct Config {
     pub event_capacity: usize,
     /// The agent version announced by identify.
     pub agent_version: String,
+    /// How long messages published on one topic may wait to leave together in one signed
+    /// envelope. The first message after a quiet spell leaves at once; while publishing
+    /// continues, batches leave at most this often. Zero sends every message by itself.
+    pub gossip_linger: Duration,
+    /// Most bytes of messages in one gossip batch (capped by `max_message_len`).
+    pub gossip_batch_len: usize,
 }
 
 impl Default for Config {
@@ -101,6 +107,8 @@ impl Default for Config {
             command_capacity: 256,
             event_capacity: 1024,
             agent_version: format!("agentmesh/{}", env!("CARGO_PKG_VERSION")),
+            gossip_linger: Duration::from_millis(1),
+            gossip_batch_len: 64 * 1024,
         }
     }
 }
@@ -372,10 +380,16 @@ impl Transport {
                     })
                     .heartbeat_interval(Duration::from_millis(500))
                     .build()?;
-                let gossip = gossipsub::Behaviour::new(
+                let mut gossip = gossipsub::Behaviour::new(
                     gossipsub::MessageAuthenticity::Anonymous,
                     gossip_config,
                 )?;
+                gossip
+                    .with_peer_score(
+                        gossip_score_params(),
+                        gossipsub::PeerScoreThresholds::default(),
+                    )
+                    .map_err(std::io::Error::other)?;
                 let mut kad = kad::Behaviour::with_config(
                     peer_id,
                     kad::store::MemoryStore::new(peer_id),
@@ -455,6 +469,12 @@ impl Transport {
         let mut driver = Driver {
             signing_key,
             gossip_seq,
+            outgoing: HashMap::new(),
+            gossip_linger: config.gossip_linger,
+            gossip_batch_len: config.gossip_batch_len.min(config.max_message_len).max(1),
+            last_flush: tokio::time::Instant::now(),
+            flush_timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
+            flush_armed: false,
             to_validate: Vec::new(),
             author_keys: crate::gossip::KeyCache::default(),
             rr: rr.clone(),
@@ -682,6 +702,45 @@ async fn emit(events: &mpsc::Sender<Event>, event: Event) {
     let _ = events.send(event).await;
 }
 
+/// Peer scoring: what gossipsub uses to pick, prune and ignore peers. libp2p's defaults,
+/// except that peers sharing an IP address are not penalised when the address is loopback
+/// (test meshes and local testnets); Sybil resistance is the validators' job (proof of
+/// computation), not the gossip layer's.
+fn gossip_score_params() -> gossipsub::PeerScoreParams {
+    gossipsub::PeerScoreParams {
+        ip_colocation_factor_whitelist: [
+            std::net::IpAddr::from(std::net::Ipv4Addr::LOCALHOST),
+            std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
+        ]
+        .into_iter()
+        .collect(),
+        ..gossipsub::PeerScoreParams::default()
+    }
+}
+
+/// Per-topic scoring. An honest peer never forwards a message that fails validation (every
+/// node validates before forwarding), so one invalid message puts its sender below the
+/// graylist threshold (its traffic is then ignored) for about 20 s, and more invalid messages
+/// weigh quadratically. Peers earn a little for time in the mesh and for first deliveries.
+/// Mesh-delivery quotas (P3) are off: topics here may be quiet for long stretches, and a quota
+/// would punish honest peers for having nothing to say.
+fn gossip_topic_score_params() -> gossipsub::TopicScoreParams {
+    gossipsub::TopicScoreParams {
+        topic_weight: 1.0,
+        time_in_mesh_weight: 0.01,
+        time_in_mesh_quantum: Duration::from_secs(1),
+        time_in_mesh_cap: 600.0,
+        first_message_deliveries_weight: 0.1,
+        first_message_deliveries_decay: 0.9,
+        first_message_deliveries_cap: 100.0,
+        mesh_message_deliveries_weight: 0.0,
+        mesh_failure_penalty_weight: 0.0,
+        invalid_message_deliveries_weight: -100.0,
+        invalid_message_deliveries_decay: 0.99,
+        ..gossipsub::TopicScoreParams::default()
+    }
+}
+
 /// A gossip message waiting for its signature check.
 struct ToValidate {
     id: gossipsub::MessageId,
@@ -697,6 +756,14 @@ struct Driver {
     /// Signs our gossip envelopes.
     signing_key: identity::Keypair,
     gossip_seq: u64,
+    /// Messages published per topic, waiting for the next flush.
+    outgoing: HashMap<String, crate::gossip::Batch>,
+    gossip_linger: Duration,
+    gossip_batch_len: usize,
+    last_flush: tokio::time::Instant,
+    /// Fires when the waiting batches are due (armed only while some wait).
+    flush_timer: std::pin::Pin<Box<tokio::time::Sleep>>,
+    flush_armed: bool,
     to_validate: Vec<ToValidate>,
     author_keys: crate::gossip::KeyCache,
     rr: Arc<crate::rr::StreamRr>,
@@ -742,11 +809,19 @@ impl Driver {
                         // Close the request streams first, so nothing is served once the
                         // caller hears that the transport stopped.
                         self.rr.close();
+                        self.flush_gossip();
                         let _ = reply.send(());
                         break;
                     }
-                    Some(cmd) => self.command(cmd),
+                    Some(cmd) => {
+                        self.command(cmd);
+                        self.schedule_flush();
+                    }
                 },
+                () = &mut self.flush_timer, if self.flush_armed => {
+                    self.flush_armed = false;
+                    self.flush_gossip();
+                }
                 event = self.swarm.select_next_some() => {
                     self.swarm_event(event).await;
                     // Take whatever else is ready, so gossip signatures are checked in batches.
@@ -792,15 +867,99 @@ impl Driver {
                 self.metrics.gossip_rejected.inc();
                 continue;
             }
-            self.metrics.gossip_received.inc();
-            // Never wait on a slow application for gossip: drop and count instead.
-            let event = Event::Message {
-                topic: v.topic,
-                source: author,
-                data: v.opened.payload,
-            };
-            if self.events.try_send(event).is_err() {
-                self.metrics.events_dropped.inc();
+            for data in v.opened.into_messages() {
+                self.metrics.gossip_received.inc();
+                // Never wait on a slow application for gossip: drop and count instead.
+                let event = Event::Message {
+                    topic: v.topic.clone(),
+                    source: author,
+                    data,
+                };
+                if self.events.try_send(event).is_err() {
+                    self.metrics.events_dropped.inc();
+                }
+            }
+        }
+    }
+
+    /// Queues `data` for the next batch on `topic`. Refuses what gossipsub would refuse at
+    /// publishing time (no subscribed peer, a key that cannot sign), so callers still hear it.
+    fn queue_gossip(&mut self, topic: String, data: &[u8]) -> Result<()> {
+        if self.signing_key.public().try_into_ed25519().is_err() {
+            return Err(Error::Publish {
+                topic,
+                detail: "this node's key cannot sign gossip (not Ed25519)".into(),
+            });
+        }
+        let hash = gossipsub::IdentTopic::new(&topic).hash();
+        let gossip = &self.swarm.behaviour().gossip;
+        if !gossip
+            .all_peers()
+            .any(|(_, topics)| topics.contains(&&hash))
+        {
+            return Err(Error::Publish {
+                topic,
+                detail: "no peer is subscribed to this topic (NoPeersSubscribedToTopic)".into(),
+            });
+        }
+        let full = self
+            .outgoing
+            .get(&topic)
+            .is_some_and(|b| !b.fits(data.len(), self.gossip_batch_len));
+        if full && let Some(batch) = self.outgoing.remove(&topic) {
+            self.send_batch(&topic, &batch);
+        }
+        self.outgoing.entry(topic).or_default().push(data);
+        Ok(())
+    }
+
+    /// Sends the waiting batches now if none left within the linger, else arms the timer.
+    fn schedule_flush(&mut self) {
+        if self.outgoing.is_empty() || self.flush_armed {
+            return;
+        }
+        let due = self.last_flush + self.gossip_linger;
+        if tokio::time::Instant::now() >= due {
+            self.flush_gossip();
+        } else {
+            self.flush_timer.as_mut().reset(due);
+            self.flush_armed = true;
+        }
+    }
+
+    /// Seals and publishes every waiting batch.
+    fn flush_gossip(&mut self) {
+        self.last_flush = tokio::time::Instant::now();
+        for (topic, batch) in std::mem::take(&mut self.outgoing) {
+            self.send_batch(&topic, &batch);
+        }
+    }
+
+    fn send_batch(&mut self, topic: &str, batch: &crate::gossip::Batch) {
+        if batch.is_empty() {
+            return;
+        }
+        self.gossip_seq = self.gossip_seq.wrapping_add(1);
+        let sealed = crate::gossip::seal(&self.signing_key, topic, self.gossip_seq, batch.body());
+        let result = match sealed {
+            Some(data) => self
+                .swarm
+                .behaviour_mut()
+                .gossip
+                .publish(gossipsub::IdentTopic::new(topic), data)
+                .map(drop)
+                .map_err(|e| e.to_string()),
+            None => Err("cannot sign".to_owned()),
+        };
+        let n = batch.len() as u64;
+        match result {
+            Ok(()) => {
+                self.metrics.gossip_published.inc_by(n);
+            }
+            Err(error) => {
+                // The callers were told "queued"; count and log what could not leave.
+                self.metrics.gossip_unsent.inc_by(n);
+                tracing::warn!(topic, messages = n, %error, "gossip batch not published");
             }
         }
     }
@@ -832,11 +991,12 @@ impl Driver {
             }
             Command::Respond { .. } => {}
             Command::Subscribe(topic, reply) => {
-                let r = self
-                    .swarm
-                    .behaviour_mut()
-                    .gossip
-                    .subscribe(&gossipsub::IdentTopic::new(&topic))
+                let gossip = &mut self.swarm.behaviour_mut().gossip;
+                let ident = gossipsub::IdentTopic::new(&topic);
+                // Scoring was switched on at construction, so this cannot fail.
+                let _ = gossip.set_topic_params(ident.clone(), gossip_topic_score_params());
+                let r = gossip
+                    .subscribe(&ident)
                     .map(drop)
                     .map_err(|e| Error::Publish {
                         topic,
@@ -845,30 +1005,7 @@ impl Driver {
                 let _ = reply.send(r);
             }
             Command::Publish { topic, data, reply } => {
-                self.gossip_seq = self.gossip_seq.wrapping_add(1);
-                let Some(data) =
-                    crate::gossip::seal(&self.signing_key, &topic, self.gossip_seq, &data)
-                else {
-                    let _ = reply.send(Err(Error::Publish {
-                        topic,
-                        detail: "this node's key cannot sign gossip (not Ed25519)".into(),
-                    }));
-                    return;
-                };
-                let r = self
-                    .swarm
-                    .behaviour_mut()
-                    .gossip
-                    .publish(gossipsub::IdentTopic::new(&topic), data)
-                    .map(drop)
-                    .map_err(|e| Error::Publish {
-                        topic,
-                        detail: e.to_string(),
-                    });
-                if r.is_ok() {
-                    self.metrics.gossip_published.inc();
-                }
-                let _ = reply.send(r);
+                let _ = reply.send(self.queue_gossip(topic, &data));
             }
             Command::Bootstrap(reply) => {
                 let r = self

@@ -226,6 +226,37 @@ fn gossip_reaches_every_subscriber() {
                 }
             }
         }
+        // A burst leaves in batches (one signed envelope per linger) and arrives as separate
+        // messages, every one of them, at every subscriber.
+        let burst = 600u32;
+        for i in 0..burst {
+            let payload = format!("burst {i}").into_bytes();
+            nodes[1]
+                .transport
+                .publish("decisions", payload)
+                .await
+                .unwrap();
+        }
+        for (i, n) in nodes.iter_mut().enumerate() {
+            if i == 1 {
+                continue;
+            }
+            let mut seen = std::collections::BTreeSet::new();
+            while seen.len() < burst as usize {
+                match wait_for(n, 10, |e| matches!(e, Event::Message { .. })).await {
+                    Event::Message { data, .. } => {
+                        let text = String::from_utf8(data).unwrap();
+                        if let Some(k) = text.strip_prefix("burst ") {
+                            assert!(seen.insert(k.parse::<u32>().unwrap()), "duplicate {text}");
+                        }
+                    }
+                    _ => unreachable!(),
+                }
+            }
+        }
+        let metrics = nodes[1].transport.metrics_text().await.unwrap();
+        assert!(metrics.contains("mesh_gossip_unsent_total 0"), "{metrics}");
+
         assert!(matches!(
             nodes[0].transport.publish("Bad Topic", vec![]).await,
             Err(Error::BadName { .. })
@@ -638,5 +669,122 @@ fn an_unanswered_request_times_out_and_the_next_one_is_served() {
                 .unwrap(),
             b"next"
         );
+    });
+}
+
+/// Reads a counter from a node's Prometheus text.
+fn counter(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A peer that sends badly signed gossip has it rejected and counted, and is then ignored:
+/// peer scoring puts it below gossipsub's graylist threshold after one forgery. Honest gossip
+/// keeps flowing. The attacker is a bare libp2p swarm speaking gossipsub.
+#[test]
+fn a_peer_sending_forged_gossip_is_graylisted() {
+    use futures::StreamExt as _;
+    use libp2p::{Swarm, gossipsub, noise, tcp, yamux};
+
+    async fn drive(swarm: &mut Swarm<gossipsub::Behaviour>, for_: Duration) {
+        let _ = tokio::time::timeout(for_, async {
+            loop {
+                swarm.select_next_some().await;
+            }
+        })
+        .await;
+    }
+
+    let mut a = node(90, |_| {});
+    let honest = node(91, |_| {});
+    test_rt().block_on(async {
+        a.transport.subscribe("decisions").await.unwrap();
+        honest.transport.subscribe("decisions").await.unwrap();
+        honest.transport.dial(a.addr.clone()).await.unwrap();
+
+        let keypair = keypair_from_seed(&[92; 32]).unwrap();
+        let key = keypair.public().try_into_ed25519().unwrap().to_bytes();
+        let config = gossipsub::ConfigBuilder::default()
+            .validation_mode(gossipsub::ValidationMode::Anonymous)
+            .message_id_fn(|m: &gossipsub::Message| gossipsub::MessageId::from(m.data.clone()))
+            .build()
+            .unwrap();
+        let mut attacker = libp2p::SwarmBuilder::with_existing_identity(keypair)
+            .with_tokio()
+            .with_tcp(
+                tcp::Config::default(),
+                noise::Config::new,
+                yamux::Config::default,
+            )
+            .unwrap()
+            .with_behaviour(|_| {
+                gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Anonymous, config)
+                    .unwrap()
+            })
+            .unwrap()
+            .build();
+        let topic = gossipsub::IdentTopic::new("decisions");
+        attacker.behaviour_mut().subscribe(&topic).unwrap();
+        attacker.dial(a.addr.clone()).unwrap();
+        // Well-formed envelopes (version 2, a valid author key, one message) with a signature
+        // that does not verify.
+        let forged = |i: u8| {
+            let mut e = vec![2u8];
+            e.extend_from_slice(&key);
+            e.extend_from_slice(&[i; 8]);
+            e.extend_from_slice(&[7; 64]);
+            e.extend_from_slice(&[1, i]);
+            e
+        };
+
+        // The first forgery, once the attacker knows `a` subscribes, is rejected and counted.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "a never saw the forgery"
+            );
+            drive(&mut attacker, Duration::from_millis(100)).await;
+            let _ = attacker.behaviour_mut().publish(topic.clone(), forged(0));
+            let text = a.transport.metrics_text().await.unwrap();
+            if counter(&text, "mesh_gossip_rejected_total") >= 1 {
+                break;
+            }
+        }
+        // Later forgeries are not even looked at.
+        for i in 1..=30 {
+            attacker
+                .behaviour_mut()
+                .publish(topic.clone(), forged(i))
+                .unwrap();
+            drive(&mut attacker, Duration::from_millis(20)).await;
+        }
+        drive(&mut attacker, Duration::from_millis(500)).await;
+        let text = a.transport.metrics_text().await.unwrap();
+        let rejected = counter(&text, "mesh_gossip_rejected_total");
+        assert!(
+            rejected < 5,
+            "{rejected} forgeries were examined: the attacker was not graylisted"
+        );
+        // Honest gossip still arrives.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        let mut got = false;
+        while !got {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "honest gossip stopped"
+            );
+            let _ = honest
+                .transport
+                .publish("decisions", b"still fine".to_vec())
+                .await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            while let Ok(e) = a.events.try_recv() {
+                got |= matches!(e, Event::Message { data, .. } if data == b"still fine");
+            }
+        }
     });
 }
