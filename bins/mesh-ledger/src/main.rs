@@ -49,11 +49,13 @@ fn verify(dir: &std::path::Path) -> anyhow::Result<()> {
     })
     .context("verifying the ledger")?;
     println!(
-        "ledger verified: {height} blocks from genesis {} (epoch {}, {} validators, total weight {})",
-        genesis.digest(),
-        genesis.epoch(),
-        genesis.len(),
-        genesis.total_weight()
+        "ledger verified: {height} blocks from genesis {} ({} validators, total weight {}, \
+         checkpoint every {} blocks, window {})",
+        genesis.hash(),
+        genesis.set.len(),
+        genesis.set.total_weight(),
+        genesis.checkpoint_interval,
+        genesis.window
     );
     println!("head {head}");
     Ok(())

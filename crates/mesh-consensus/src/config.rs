@@ -18,7 +18,8 @@ pub enum RequestAuth {
 }
 
 /// Configuration of a [`Replica`](crate::Replica). All replicas of a validator set must agree
-/// on `checkpoint_interval`, `window`, `request_auth` and `limits`.
+/// on `checkpoint_interval`, `window`, `admission` (all three recorded in the ledger's
+/// genesis, which a replica checks), `request_auth` and `limits`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     /// A checkpoint is taken every this many blocks (PBFT's K).
@@ -64,6 +65,9 @@ pub struct Config {
     pub request_auth: RequestAuth,
     /// Decoder bounds.
     pub limits: Limits,
+    /// The admission puzzle at genesis (recorded in the ledger's genesis; later changed only
+    /// by committed reconfiguration). Its `epoch` field is ignored.
+    pub admission: crate::admission::Puzzle,
 }
 
 impl Default for Config {
@@ -83,6 +87,13 @@ impl Default for Config {
             max_future_messages: 4_096,
             request_auth: RequestAuth::Connection,
             limits: Limits::default(),
+            // About 85 core-minutes to mint on average, 78 ms to check (see the crate README).
+            admission: crate::admission::Puzzle {
+                epoch: 0,
+                difficulty: 16,
+                memory_kib: 64 * 1024,
+                passes: 1,
+            },
         }
     }
 }

@@ -1,18 +1,20 @@
-//! The ledger as a light client sees it: verify a chain of committed blocks from the genesis
-//! validator set, without running a replica.
+//! The ledger as a light client sees it: verify a chain of committed blocks from the genesis,
+//! following reconfigurations, without running a replica.
 
 use mesh_types::Digest;
 
 use crate::error::{Error, Result};
-use crate::message::{CommittedBlock, Phase};
-use crate::replica::genesis_hash;
+use crate::message::{CommittedBlock, Phase, RequestKind};
+use crate::reconfig::{Genesis, Governance};
 use crate::scheme::{BlsScheme, Scheme};
 use crate::validators::ValidatorSet;
 
 /// Follows a ledger block by block, checking each block's commit certificate against the
-/// validator set and its link to the block before.
+/// validator set of its epoch and its link to the block before. It counts reconfiguration
+/// proposals exactly as replicas do (see [`reconfig`](crate::reconfig)), so it knows which
+/// set certifies each block.
 pub struct LightClient {
-    set: ValidatorSet,
+    gov: Governance,
     scheme: Box<dyn Scheme>,
     height: u64,
     head: Digest,
@@ -28,19 +30,18 @@ impl std::fmt::Debug for LightClient {
 }
 
 impl LightClient {
-    /// Starts at the genesis of `set`, checking BLS certificates.
-    pub fn new(set: ValidatorSet) -> Self {
-        Self::with_scheme(set, Box::new(BlsScheme::verifier()))
+    /// Starts at `genesis`, checking BLS certificates.
+    pub fn new(genesis: &Genesis) -> Self {
+        Self::with_scheme(genesis, Box::new(BlsScheme::verifier()))
     }
 
-    /// Starts at the genesis of `set`, checking certificates with `scheme`.
-    pub fn with_scheme(set: ValidatorSet, scheme: Box<dyn Scheme>) -> Self {
-        let head = genesis_hash(&set);
+    /// Starts at `genesis`, checking certificates with `scheme`.
+    pub fn with_scheme(genesis: &Genesis, scheme: Box<dyn Scheme>) -> Self {
         Self {
-            set,
+            gov: Governance::new(genesis),
             scheme,
             height: 0,
-            head,
+            head: genesis.hash(),
         }
     }
 
@@ -70,13 +71,24 @@ impl LightClient {
         }
         block
             .cert
-            .verify(&self.set, self.scheme.as_ref())
+            .verify(self.gov.set_for(expected), self.scheme.as_ref())
             .map_err(|_| Error::Verify {
                 what: "block commit certificate",
             })?;
+        for r in block.batch.requests() {
+            if r.kind == RequestKind::Change {
+                self.gov.propose(expected, &r.client, &r.payload);
+            }
+        }
+        self.gov.end_block(expected);
         self.height = expected;
         self.head = block.hash();
         Ok(())
+    }
+
+    /// The validator set in force after the last accepted block.
+    pub fn validators(&self) -> &ValidatorSet {
+        self.gov.set()
     }
 
     /// Height of the last accepted block.
@@ -92,28 +104,27 @@ impl LightClient {
 
 /// Verifies a whole chain from genesis; returns its height and head hash.
 pub fn verify_chain<'a>(
-    set: &ValidatorSet,
+    genesis: &Genesis,
     blocks: impl IntoIterator<Item = &'a CommittedBlock>,
 ) -> Result<(u64, Digest)> {
-    let mut lc = LightClient::new(set.clone());
+    let mut lc = LightClient::new(genesis);
     for b in blocks {
         lc.push(b)?;
     }
     Ok((lc.height(), lc.head()))
 }
 
-/// Verifies the ledger held in `storage` from the genesis validator set it recorded, calling
-/// `progress(height)` every 1,000 blocks; returns the genesis set, the height and the head.
+/// Verifies the ledger held in `storage` from the genesis it recorded, calling
+/// `progress(height)` every 1,000 blocks; returns the genesis, the height and the head.
 pub fn verify_storage(
     storage: &impl crate::Storage,
     mut progress: impl FnMut(u64),
-) -> Result<(ValidatorSet, u64, Digest)> {
+) -> Result<(Genesis, u64, Digest)> {
     let genesis = storage
         .load_genesis()?
-        .ok_or_else(|| Error::invalid("ledger", "no genesis validator set recorded"))?;
-    let mut r = mesh_types::wire::Reader::new(&genesis);
-    let set = ValidatorSet::decode(&mut r)?;
-    let mut lc = LightClient::new(set.clone());
+        .ok_or_else(|| Error::invalid("ledger", "no genesis recorded"))?;
+    let genesis = Genesis::decode(&genesis)?;
+    let mut lc = LightClient::new(&genesis);
     let mut from = 1;
     loop {
         let blocks = storage.blocks(from, 256, 64 * 1024 * 1024)?;
@@ -128,5 +139,5 @@ pub fn verify_storage(
         }
         from += blocks.len() as u64;
     }
-    Ok((set, lc.height(), lc.head()))
+    Ok((genesis, lc.height(), lc.head()))
 }

@@ -14,6 +14,9 @@
 //!   BLS certificates (aggregated optimistically, checked one by one only to find a bad
 //!   signer), checkpoints with log truncation, view changes with new-view proofs, state
 //!   transfer, client deduplication;
+//! - [`reconfig`]: validator-set changes (admission, removal, weights, the admission
+//!   puzzle) adopted by a weighted quorum of proposals in committed blocks and applied at a
+//!   checkpoint boundary, in a new epoch;
 //! - [`admission`]: proof of computation (memory-hard, bound to a DID and an epoch) that a
 //!   candidate validator presents;
 //! - [`ledger`]: the hash-chained blocks and a light client that verifies a chain from the
@@ -30,6 +33,7 @@ pub mod config;
 pub mod error;
 pub mod ledger;
 pub mod message;
+pub mod reconfig;
 pub mod replica;
 pub mod scheme;
 pub mod storage;
@@ -38,8 +42,11 @@ pub mod validators;
 pub use config::{Config, RequestAuth};
 pub use error::{Error, Result};
 pub use ledger::{LightClient, verify_chain, verify_storage};
-pub use message::{Batch, Certificate, CheckpointCert, CommittedBlock, Limits, Message, Request};
-pub use replica::{Keys, Output, Replica, Stats, Submitted, genesis_hash};
+pub use message::{
+    Batch, Certificate, CheckpointCert, CommittedBlock, Limits, Message, Request, RequestKind,
+};
+pub use reconfig::{Change, Genesis, Governance};
+pub use replica::{Keys, Output, Replica, Stats, Submitted};
 pub use scheme::{BlsScheme, Scheme, VoteSig};
 pub use storage::{Storage, StoreStorage};
 pub use validators::{MAX_WEIGHT, Validator, ValidatorSet};

@@ -48,6 +48,18 @@ impl Default for Limits {
     }
 }
 
+/// What a request asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RequestKind {
+    /// An application decision: the payload is opaque to consensus.
+    #[default]
+    App,
+    /// A validator's proposal to reconfigure the validator set: the payload is an encoded
+    /// [`Change`](crate::reconfig::Change), counted only when the client is a validator (see
+    /// [`reconfig`](crate::reconfig)).
+    Change,
+}
+
 /// A client request: an opaque payload identified by its client and a client-chosen id.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Request {
@@ -59,13 +71,19 @@ pub struct Request {
     pub payload: Vec<u8>,
     /// The client's Ed25519 signature over [`Request::signing_bytes`], in signed mode.
     pub signature: Option<Signature>,
+    /// An application request or a reconfiguration proposal.
+    pub kind: RequestKind,
 }
 
 impl std::fmt::Debug for Request {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "Request({}#{}, {} bytes{})",
+            "{}({}#{}, {} bytes{})",
+            match self.kind {
+                RequestKind::App => "Request",
+                RequestKind::Change => "Change",
+            },
             self.client.short(),
             self.id,
             self.payload.len(),
@@ -79,6 +97,10 @@ impl std::fmt::Debug for Request {
 }
 
 const REQUEST_DOMAIN: &[u8] = b"agentmesh/consensus-request/v1";
+const CHANGE_DOMAIN: &[u8] = b"agentmesh/consensus-change/v1";
+/// Request flags: a signature follows; the request is a reconfiguration proposal.
+const FLAG_SIGNED: u8 = 1;
+const FLAG_CHANGE: u8 = 2;
 
 impl Request {
     /// An unsigned request (connection-authenticated mode).
@@ -88,7 +110,22 @@ impl Request {
             id,
             payload,
             signature: None,
+            kind: RequestKind::App,
         }
+    }
+
+    /// A reconfiguration proposal by the validator `client` for `epoch` (connection-
+    /// authenticated mode; sign it with [`Request::sign`] in signed mode).
+    pub fn change(client: NodeId, id: u64, epoch: u64, change: &crate::reconfig::Change) -> Self {
+        let mut r = Self::new(client, id, crate::reconfig::proposal_payload(epoch, change));
+        r.kind = RequestKind::Change;
+        r
+    }
+
+    /// Signs the request with `key` (whose public key must be the client id).
+    pub fn sign(mut self, key: &ed25519::SigningKey) -> Self {
+        self.signature = Some(key.sign(&self.signing_bytes()));
+        self
     }
 
     /// A request signed by `key`, whose public key is the client id.
@@ -99,10 +136,15 @@ impl Request {
         r
     }
 
-    /// The bytes a client signs: a domain tag, the client, the id and the payload.
+    /// The bytes a client signs: a domain tag (one per kind), the client, the id and the
+    /// payload.
     pub fn signing_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(REQUEST_DOMAIN.len() + 48 + self.payload.len());
-        out.extend_from_slice(REQUEST_DOMAIN);
+        let domain = match self.kind {
+            RequestKind::App => REQUEST_DOMAIN,
+            RequestKind::Change => CHANGE_DOMAIN,
+        };
+        let mut out = Vec::with_capacity(domain.len() + 48 + self.payload.len());
+        out.extend_from_slice(domain);
         out.extend_from_slice(self.client.as_bytes());
         out.extend_from_slice(&self.id.to_le_bytes());
         out.extend_from_slice(&self.payload);
@@ -123,10 +165,14 @@ impl Request {
         out.extend_from_slice(self.client.as_bytes());
         put_varint(out, self.id);
         put_len_prefixed(out, &self.payload);
+        let kind = match self.kind {
+            RequestKind::App => 0,
+            RequestKind::Change => FLAG_CHANGE,
+        };
         match &self.signature {
-            None => out.push(0),
+            None => out.push(kind),
             Some(s) => {
-                out.push(1);
+                out.push(kind | FLAG_SIGNED);
                 out.extend_from_slice(&s.0);
             }
         }
@@ -141,16 +187,26 @@ impl Request {
             .len_prefixed("request payload", limits.max_request_bytes)
             .map_err(m())?
             .to_vec();
-        let signature = match r.u8().map_err(m())? {
-            0 => None,
-            1 => Some(Signature(r.array().map_err(m())?)),
-            _ => return Err(Error::invalid("request", "bad signature flag")),
+        let flags = r.u8().map_err(m())?;
+        if flags & !(FLAG_SIGNED | FLAG_CHANGE) != 0 {
+            return Err(Error::invalid("request", "unknown flags"));
+        }
+        let signature = if flags & FLAG_SIGNED != 0 {
+            Some(Signature(r.array().map_err(m())?))
+        } else {
+            None
+        };
+        let kind = if flags & FLAG_CHANGE != 0 {
+            RequestKind::Change
+        } else {
+            RequestKind::App
         };
         Ok(Self {
             client,
             id,
             payload,
             signature,
+            kind,
         })
     }
 }

@@ -12,8 +12,9 @@ use crate::config::{Config, RequestAuth};
 use crate::error::{Error, Result};
 use crate::message::{
     Batch, Certificate, CheckpointCert, CommittedBlock, Message, NewView, Phase, Request,
-    ViewChange, checkpoint_bytes, vote_bytes,
+    RequestKind, ViewChange, checkpoint_bytes, vote_bytes,
 };
+use crate::reconfig::{Genesis, Governance, Proposal};
 use crate::scheme::{BlsScheme, Scheme, VoteSig};
 use crate::storage::{SlotRecord, Storage, VoteState};
 use crate::validators::ValidatorSet;
@@ -23,10 +24,8 @@ const TRANSFER_BYTES: usize = 8 * 1024 * 1024;
 /// State-transfer and batch requests served per peer between two retransmission ticks.
 const SERVE_PER_TICK: u32 = 8;
 
-/// The genesis hash: what block 1's `prev` names.
-pub fn genesis_hash(set: &ValidatorSet) -> Digest {
-    Digest::of_parts([b"agentmesh/genesis/v1".as_slice(), set.digest().as_bytes()])
-}
+/// `me` of a replica that is not a voting member (yet): matches no validator index.
+const NOBODY: usize = usize::MAX;
 
 /// A validator's secret keys.
 pub struct Keys {
@@ -81,6 +80,14 @@ pub enum Output {
         /// requests executed before).
         executed: Vec<u32>,
     },
+    /// A reconfiguration took effect after the block at `boundary`: `set` certifies the
+    /// blocks above it (drivers update whom they broadcast to).
+    Reconfigured {
+        /// The last block of the previous epoch.
+        boundary: u64,
+        /// The validator set in force now.
+        set: ValidatorSet,
+    },
     /// The replica entered a new view.
     ViewChanged {
         /// The view.
@@ -127,6 +134,12 @@ pub struct Stats {
     pub requests: u64,
     /// Blocks received by state transfer.
     pub transferred: u64,
+    /// Reconfiguration proposals counted (each executed change request from a validator).
+    pub proposals: u64,
+    /// Change requests not counted (see [`Proposal::Ignored`]).
+    pub proposals_ignored: u64,
+    /// Reconfigurations that took effect.
+    pub reconfigurations: u64,
 }
 
 /// Votes of one phase at one height in one view: one per voter, the first one counts.
@@ -206,8 +219,14 @@ struct PendingRequest {
 /// storage: it reloads its view, votes, checkpoint and ledger, and catches up from its peers.
 pub struct Replica<S: Storage> {
     cfg: Config,
+    /// The validator set in force (`gov.set()`, kept at hand).
     set: ValidatorSet,
+    gov: Governance,
+    /// This replica's index in `set`, or [`NOBODY`] while it is not a member. A member
+    /// removed by a reconfiguration keeps its index with weight 0: it no longer votes.
     me: usize,
+    /// A reconfiguration just took effect: messages kept for the new epoch are due.
+    replay_future: bool,
     id: NodeId,
     ed25519: SigningKey,
     scheme: Box<dyn Scheme>,
@@ -281,10 +300,9 @@ impl<S: Storage> Replica<S> {
         now: Instant,
     ) -> Result<Self> {
         let id = NodeId(keys.ed25519.verifying_key().to_bytes());
-        let me = set
-            .index_of(&id)
-            .ok_or_else(|| Error::Config(format!("{} is not in the validator set", id.short())))?;
-        if set.get(me).map(|v| v.bls) != Some(keys.bls.public_key()) {
+        if let Some(me) = set.index_of(&id)
+            && set.get(me).map(|v| v.bls) != Some(keys.bls.public_key())
+        {
             return Err(Error::Config(
                 "BLS key differs from the validator set's".into(),
             ));
@@ -301,6 +319,10 @@ impl<S: Storage> Replica<S> {
 
     /// Like [`Replica::new`], with another vote-signature [`Scheme`] than BLS (the simulator's
     /// stand-in, or an embedder's own). Every replica of a set must use the same scheme.
+    ///
+    /// `set` is the genesis validator set. A replica whose key is not in it (a candidate
+    /// that the validators admit later) starts as a *learner*: it follows the ledger without
+    /// voting, and votes from the block after the reconfiguration that admits it.
     pub fn with_scheme(
         cfg: Config,
         set: ValidatorSet,
@@ -311,15 +333,16 @@ impl<S: Storage> Replica<S> {
     ) -> Result<Self> {
         cfg.validate()?;
         let id = NodeId(ed25519.verifying_key().to_bytes());
-        let me = set
-            .index_of(&id)
-            .ok_or_else(|| Error::Config(format!("{} is not in the validator set", id.short())))?;
-        let genesis = genesis_hash(&set);
+        let me = set.index_of(&id).unwrap_or(NOBODY);
+        let genesis_record = Genesis::new(set.clone(), &cfg);
+        let genesis = genesis_record.hash();
         let mut r = Self {
             clients: ClientTable::new(cfg.client_window, cfg.max_clients),
+            gov: Governance::new(&genesis_record),
             cfg,
             set,
             me,
+            replay_future: false,
             id,
             ed25519,
             scheme,
@@ -364,29 +387,38 @@ impl<S: Storage> Replica<S> {
             stats: Stats::default(),
         };
         r.tick_at = now + r.cfg.retransmit_interval;
-        r.check_genesis()?;
+        r.check_genesis(&genesis_record)?;
         r.recover()?;
         Ok(r)
     }
 
     /// A new ledger records its genesis validator set; an existing one must have been started
     /// from the set given now (a data directory never silently changes mesh).
-    fn check_genesis(&mut self) -> Result<()> {
-        let mut encoded = Vec::new();
-        self.set.encode(&mut encoded);
+    fn check_genesis(&mut self, genesis: &Genesis) -> Result<()> {
+        let encoded = genesis.encode();
         match self.storage.load_genesis()? {
             None => self.storage.save_genesis(&encoded),
             Some(stored) if stored == encoded => Ok(()),
             Some(stored) => {
-                let mut r = mesh_types::wire::Reader::new(&stored);
-                let what = match ValidatorSet::decode(&mut r) {
-                    Ok(s) => format!("genesis {}", s.digest()),
+                let what = match Genesis::decode(&stored) {
+                    Ok(g) if g.set == genesis.set => format!(
+                        "the same validator set {} with other protocol parameters \
+                         (checkpoint interval {}, window {}, admission puzzle {:?})",
+                        g.set.digest(),
+                        g.checkpoint_interval,
+                        g.window,
+                        g.puzzle
+                    ),
+                    Ok(g) => format!("genesis validator set {}", g.set.digest()),
                     Err(e) => format!("an unreadable genesis ({e})"),
                 };
                 Err(Error::Config(format!(
                     "this ledger was started from {what}, not from the configured validator \
-                     set {}: refusing to mix meshes in one data directory",
-                    self.set.digest()
+                     set {} (checkpoint interval {}, window {}): refusing to mix meshes in one \
+                     data directory",
+                    genesis.set.digest(),
+                    genesis.checkpoint_interval,
+                    genesis.window
                 )))
             }
         }
@@ -411,10 +443,15 @@ impl<S: Storage> Replica<S> {
                 for r in b.batch.requests() {
                     self.clients.execute(r.client, r.id, seq);
                 }
+                self.govern(seq, &b);
                 self.head = b.hash();
                 self.executed = seq;
                 if seq % self.cfg.checkpoint_interval == 0 {
                     self.own_checkpoints.insert(seq, self.head);
+                }
+                if let Some(set) = self.gov.end_block(seq) {
+                    self.set = set.clone();
+                    self.me = self.set.index_of(&self.id).unwrap_or(NOBODY);
                 }
                 seq += 1;
             }
@@ -499,9 +536,21 @@ impl<S: Storage> Replica<S> {
         &self.stats
     }
 
-    /// The validator set.
+    /// The validator set in force.
     pub fn validators(&self) -> &ValidatorSet {
         &self.set
+    }
+
+    /// The reconfiguration state: open and adopted changes, the pending boundary, the
+    /// admission puzzle in force.
+    pub fn governance(&self) -> &Governance {
+        &self.gov
+    }
+
+    /// Whether this replica votes (a member of the set in force with a weight). A learner,
+    /// or a removed member, follows the ledger without voting.
+    pub fn is_voter(&self) -> bool {
+        self.set.is_voter(self.me)
     }
 
     /// The storage (for reading the ledger).
@@ -534,7 +583,11 @@ impl<S: Storage> Replica<S> {
     /// latest votes of a stalled replica and asks for what it is missing.
     pub fn handle_timeout(&mut self, now: Instant) -> Result<()> {
         self.now = now;
-        if self.changing {
+        if !self.is_voter() {
+            // A learner or removed member suspects no one.
+            self.progress_deadline = None;
+            self.vc_deadline = None;
+        } else if self.changing {
             if self.vc_deadline.is_some_and(|d| now >= d) {
                 let next = self.view + 1;
                 self.start_view_change(next)?;
@@ -558,6 +611,12 @@ impl<S: Storage> Replica<S> {
     /// suspects the primary if it waits longer than the request timeout.
     pub fn handle_request(&mut self, now: Instant, request: Request) -> Result<Submitted> {
         self.now = now;
+        if !self.is_voter() {
+            return Err(Error::invalid(
+                "request",
+                "this replica is not a voting validator (a learner or a removed member)",
+            ));
+        }
         self.check_request(&request)?;
         let key = request.key();
         if self.clients.is_executed(&key.0, key.1) {
@@ -724,7 +783,8 @@ impl<S: Storage> Replica<S> {
                 ),
             ));
         }
-        if view > self.view || self.changing {
+        let next_epoch = self.gov.boundary().is_some_and(|b| seq > b);
+        if view > self.view || self.changing || next_epoch {
             if self.future.len() >= self.cfg.max_future_messages {
                 self.future.pop_front();
                 self.stats.dropped += 1;
@@ -803,6 +863,8 @@ impl<S: Storage> Replica<S> {
             // each replica two signatures and two aggregate checks, whatever its size).
             && (self.next_seq == self.executed + 1
                 || self.pending.len() >= self.cfg.min_pipelined_batch)
+            // Blocks above a pending reconfiguration wait for the new set.
+            && self.gov.boundary().is_none_or(|b| self.next_seq <= b)
         {
             let mut reqs = Vec::new();
             let mut bytes = 16usize;
@@ -833,27 +895,41 @@ impl<S: Storage> Replica<S> {
             for r in &reqs {
                 self.in_flight.insert(r.key());
             }
-            let batch = Arc::new(Batch::new(reqs));
-            let seq = self.next_seq;
-            self.next_seq += 1;
-            let digest = batch.digest();
-            let vote = self.sign_vote(Phase::Prepare, seq, &digest);
-            self.batches.insert(digest, batch.clone());
-            let view = self.view;
-            let slot = self.slots.entry(seq).or_default();
-            slot.reset_votes(view);
-            slot.accepted = Some((view, digest));
-            slot.prepares.insert(self.me, digest, vote);
-            self.dirty = true;
-            self.broadcast(Message::PrePrepare {
-                view,
-                seq,
-                batch,
-                vote,
-            });
-            self.try_certify(seq, Phase::Prepare, digest)?;
+            self.propose(Arc::new(Batch::new(reqs)))?;
+        }
+        // A pending reconfiguration takes effect at its boundary height: with nothing to
+        // order, empty blocks carry the ledger there (one at a time).
+        if let Some(boundary) = self.gov.boundary()
+            && self.pending.is_empty()
+            && self.next_seq <= boundary
+            && self.next_seq == self.executed + 1
+            && self.next_seq <= self.low + self.cfg.window
+        {
+            self.propose(Arc::new(Batch::empty()))?;
         }
         Ok(())
+    }
+
+    /// Proposes `batch` at the next height (the primary's pre-prepare and prepare vote).
+    fn propose(&mut self, batch: Arc<Batch>) -> Result<()> {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let digest = batch.digest();
+        let vote = self.sign_vote(Phase::Prepare, seq, &digest);
+        self.batches.insert(digest, batch.clone());
+        let view = self.view;
+        let slot = self.slots.entry(seq).or_default();
+        slot.reset_votes(view);
+        slot.accepted = Some((view, digest));
+        slot.prepares.insert(self.me, digest, vote);
+        self.dirty = true;
+        self.broadcast(Message::PrePrepare {
+            view,
+            seq,
+            batch,
+            vote,
+        });
+        self.try_certify(seq, Phase::Prepare, digest)
     }
 
     /// Batch-verifies client signatures; on failure, finds and drops the bad ones.
@@ -927,6 +1003,14 @@ impl<S: Storage> Replica<S> {
                 "signed requests in an opaque-request mesh",
             ));
         }
+        if !self.is_voter() {
+            // A learner keeps the batch and counts the others' votes, without voting.
+            let slot = self.slots.entry(seq).or_default();
+            slot.prepares.insert(sender, digest, vote);
+            self.batches.insert(digest, batch);
+            self.wanted.remove(&digest);
+            return self.try_certify(seq, Phase::Prepare, digest);
+        }
         let own = self.sign_vote(Phase::Prepare, seq, &digest);
         let slot = self.slots.entry(seq).or_default();
         slot.accepted = Some((view, digest));
@@ -947,8 +1031,9 @@ impl<S: Storage> Replica<S> {
     }
 
     fn sign_vote(&self, phase: Phase, seq: u64, digest: &Digest) -> VoteSig {
+        let epoch = self.gov.set_for(seq).epoch();
         self.scheme
-            .sign(&vote_bytes(self.set.epoch(), phase, self.view, seq, digest))
+            .sign(&vote_bytes(epoch, phase, self.view, seq, digest))
     }
 
     fn on_vote(
@@ -992,9 +1077,10 @@ impl<S: Storage> Replica<S> {
         if done || vbox.done {
             return Ok(());
         }
-        let msg = vote_bytes(self.set.epoch(), phase, view, seq, &digest);
+        let set = self.gov.set_for(seq);
+        let msg = vote_bytes(set.epoch(), phase, view, seq, &digest);
         let Some((signers, agg)) = certify_votes(
-            &self.set,
+            set,
             self.scheme.as_ref(),
             self.me,
             &mut self.stats,
@@ -1026,6 +1112,10 @@ impl<S: Storage> Replica<S> {
             return Ok(());
         };
         slot.prepared = Some(cert);
+        if !self.is_voter() {
+            // A learner's view of the slot is not a vote: nothing to persist or send.
+            return Ok(());
+        }
         self.dirty = true;
         if self.changing {
             return Ok(());
@@ -1079,7 +1169,29 @@ impl<S: Storage> Replica<S> {
             };
             self.execute(block)?;
         }
+        if std::mem::take(&mut self.replay_future) {
+            // Messages kept for the epoch that just began (their senders' indices are stable
+            // across epochs); those still early are kept again.
+            for (sender, msg) in std::mem::take(&mut self.future) {
+                // Errors here were counted; a bad early message must not stop the others.
+                let _ = self.step(sender, msg);
+            }
+        }
         self.try_propose()
+    }
+
+    /// Counts the block's change requests (all of them, duplicates included: counting is
+    /// idempotent, and a light client counts the same way without a client table).
+    fn govern(&mut self, seq: u64, block: &CommittedBlock) {
+        for r in block.batch.requests() {
+            if r.kind != RequestKind::Change {
+                continue;
+            }
+            match self.gov.propose(seq, &r.client, &r.payload) {
+                Proposal::Ignored(_) => self.stats.proposals_ignored += 1,
+                Proposal::Counted | Proposal::Adopted { .. } => self.stats.proposals += 1,
+            }
+        }
     }
 
     fn execute(&mut self, block: CommittedBlock) -> Result<()> {
@@ -1100,6 +1212,7 @@ impl<S: Storage> Replica<S> {
         }
         self.stats.blocks += 1;
         self.stats.requests += executed.len() as u64;
+        self.govern(seq, &block);
         self.outputs.push_back(Output::Committed {
             block: Arc::new(block),
             executed,
@@ -1107,17 +1220,29 @@ impl<S: Storage> Replica<S> {
         self.next_seq = self.next_seq.max(seq + 1);
         if seq.is_multiple_of(self.cfg.checkpoint_interval) {
             self.own_checkpoints.insert(seq, self.head);
-            let signature = self
-                .scheme
-                .sign(&checkpoint_bytes(self.set.epoch(), seq, &self.head));
-            let state = self.head;
-            self.own_checkpoint_vote = Some((seq, state, signature));
-            self.broadcast(Message::Checkpoint {
-                seq,
-                state,
-                signature,
+            // The checkpoint at a boundary is the old set's: it hands over to the new one.
+            if self.is_voter() {
+                let epoch = self.gov.set_for(seq).epoch();
+                let signature = self.scheme.sign(&checkpoint_bytes(epoch, seq, &self.head));
+                let state = self.head;
+                self.own_checkpoint_vote = Some((seq, state, signature));
+                self.broadcast(Message::Checkpoint {
+                    seq,
+                    state,
+                    signature,
+                });
+                self.on_checkpoint_vote(self.me, seq, state, signature)?;
+            }
+        }
+        if let Some(set) = self.gov.end_block(seq) {
+            self.set = set.clone();
+            self.me = self.set.index_of(&self.id).unwrap_or(NOBODY);
+            self.stats.reconfigurations += 1;
+            self.replay_future = true;
+            self.outputs.push_back(Output::Reconfigured {
+                boundary: seq,
+                set: self.set.clone(),
             });
-            self.on_checkpoint_vote(self.me, seq, state, signature)?;
         }
         self.progress_deadline = None;
         self.arm_progress();
@@ -1157,9 +1282,10 @@ impl<S: Storage> Replica<S> {
             return Ok(());
         }
         votes.insert(sender, (state, sig));
-        let msg = checkpoint_bytes(self.set.epoch(), seq, &state);
+        let set = self.gov.set_for(seq);
+        let msg = checkpoint_bytes(set.epoch(), seq, &state);
         let Some((signers, agg)) = certify_votes(
-            &self.set,
+            set,
             self.scheme.as_ref(),
             self.me,
             &mut self.stats,
@@ -1221,7 +1347,7 @@ impl<S: Storage> Replica<S> {
         let n = self.set.len();
         for _ in 0..n {
             self.rotation = (self.rotation + 1) % n;
-            if self.rotation != self.me {
+            if self.rotation != self.me && self.set.is_voter(self.rotation) {
                 let msg = Arc::new(
                     Message::FetchBlocks {
                         from: self.executed + 1,
@@ -1235,6 +1361,18 @@ impl<S: Storage> Replica<S> {
     }
 
     fn on_status(&mut self, sender: usize, view: u64, changing: bool, executed: u64) {
+        if executed < self.executed && !self.set.is_voter(sender) && self.may_serve(sender) {
+            // A learner (or a removed member) hears of blocks only this way: answer it.
+            let msg = Arc::new(
+                Message::Status {
+                    view: self.view,
+                    changing: self.changing,
+                    executed: self.executed,
+                }
+                .encode(),
+            );
+            self.send(sender, msg);
+        }
         if executed > self.executed && !self.fetch_sent {
             self.fetch_sent = true;
             self.highest_seen = self.highest_seen.max(executed);
@@ -1295,7 +1433,10 @@ impl<S: Storage> Replica<S> {
                     "blocks do not extend our ledger",
                 ));
             }
-            if let Err(e) = b.cert.verify(&self.set, self.scheme.as_ref()) {
+            if let Err(e) = b
+                .cert
+                .verify(self.gov.set_for(b.seq()), self.scheme.as_ref())
+            {
                 self.stats.bad_signatures += 1;
                 return Err(e);
             }
@@ -1329,7 +1470,7 @@ impl<S: Storage> Replica<S> {
     // ----- view changes ----------------------------------------------------------------------
 
     fn start_view_change(&mut self, target: u64) -> Result<()> {
-        if target <= self.view {
+        if target <= self.view || !self.is_voter() {
             return Ok(());
         }
         self.view = target;
@@ -1470,13 +1611,13 @@ impl<S: Storage> Replica<S> {
 
     /// Fully verifies a view change's certificates (the new primary does this before using it).
     fn verify_view_change_certs(&self, vc: &ViewChange) -> bool {
-        vc.checkpoint
-            .as_ref()
-            .is_none_or(|c| c.verify(&self.set, self.scheme.as_ref()).is_ok())
-            && vc
-                .prepared
-                .iter()
-                .all(|c| c.verify(&self.set, self.scheme.as_ref()).is_ok())
+        vc.checkpoint.as_ref().is_none_or(|c| {
+            c.verify(self.gov.set_for(c.seq), self.scheme.as_ref())
+                .is_ok()
+        }) && vc.prepared.iter().all(|c| {
+            c.verify(self.gov.set_for(c.seq), self.scheme.as_ref())
+                .is_ok()
+        })
     }
 
     fn try_new_view(&mut self) -> Result<()> {
@@ -1613,7 +1754,8 @@ impl<S: Storage> Replica<S> {
         // Verify only what decides the outcome: the highest checkpoint and the chosen
         // certificate at each height.
         if let Some(c) = cp
-            && c.verify(&self.set, self.scheme.as_ref()).is_err()
+            && c.verify(self.gov.set_for(c.seq), self.scheme.as_ref())
+                .is_err()
         {
             self.stats.bad_signatures += 1;
             return Err(Error::Verify {
@@ -1621,7 +1763,9 @@ impl<S: Storage> Replica<S> {
             });
         }
         for c in chosen_certificates(&nv.view_changes) {
-            if c.verify(&self.set, self.scheme.as_ref()).is_err() {
+            if c.verify(self.gov.set_for(c.seq), self.scheme.as_ref())
+                .is_err()
+            {
                 self.stats.bad_signatures += 1;
                 return Err(Error::Verify {
                     what: "prepared certificate in a new view",
@@ -1664,9 +1808,13 @@ impl<S: Storage> Replica<S> {
             if digest == Batch::empty_digest() {
                 self.batches.insert(digest, Arc::new(Batch::empty()));
             }
-            let own = self.sign_vote(Phase::Prepare, seq, &digest);
             let slot = self.slots.entry(seq).or_default();
             slot.reset_votes(view);
+            if !self.is_voter() {
+                continue;
+            }
+            let own = self.sign_vote(Phase::Prepare, seq, &digest);
+            let slot = self.slots.entry(seq).or_default();
             slot.accepted = Some((view, digest));
             slot.prepares.insert(self.me, digest, own);
             self.broadcast(Message::Vote {
@@ -1729,7 +1877,7 @@ impl<S: Storage> Replica<S> {
     /// while other requests execute, so a primary that leaves out particular requests is
     /// suspected all the same).
     fn request_deadline(&self) -> Option<Instant> {
-        if self.changing {
+        if self.changing || !self.is_voter() {
             return None;
         }
         self.awaiting_by_age
@@ -1748,6 +1896,10 @@ impl<S: Storage> Replica<S> {
 
     fn arm_progress(&mut self) {
         if self.changing {
+            return;
+        }
+        if !self.is_voter() {
+            self.progress_deadline = None;
             return;
         }
         if self.has_work() {

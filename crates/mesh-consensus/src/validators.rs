@@ -20,7 +20,9 @@ pub struct Validator {
     pub id: NodeId,
     /// Its BLS key: signs votes that are aggregated into certificates.
     pub bls: BlsPublicKey,
-    /// Its voting weight, 1 ..= [`MAX_WEIGHT`].
+    /// Its voting weight, 0 ..= [`MAX_WEIGHT`]. Weight 0 marks a member removed by a
+    /// reconfiguration: it keeps its index (so signer bitmaps mean the same members in every
+    /// epoch) but no longer votes or leads.
     pub weight: u32,
 }
 
@@ -32,6 +34,8 @@ pub struct ValidatorSet {
     ed_keys: Vec<VerifyingKey>,
     bls_keys: Vec<BlsPublicKey>,
     by_id: HashMap<NodeId, usize>,
+    /// Indices of the members with a weight, in order: the primary rotation.
+    active: Vec<usize>,
     total: u64,
     broken_quorum: bool,
 }
@@ -74,16 +78,20 @@ impl ValidatorSet {
         let mut by_id = HashMap::with_capacity(members.len());
         let mut ed_keys = Vec::with_capacity(members.len());
         let mut total = 0u64;
+        let mut active = Vec::with_capacity(members.len());
         for (i, v) in members.iter().enumerate() {
-            if v.weight == 0 || v.weight > MAX_WEIGHT {
+            if v.weight > MAX_WEIGHT {
                 return Err(Error::invalid(
                     "validator weight",
                     format!(
-                        "{} has weight {}, allowed 1..={MAX_WEIGHT}",
+                        "{} has weight {}, allowed 0..={MAX_WEIGHT}",
                         v.id.short(),
                         v.weight
                     ),
                 ));
+            }
+            if v.weight > 0 {
+                active.push(i);
             }
             if by_id.insert(v.id, i).is_some() {
                 return Err(Error::invalid(
@@ -99,6 +107,9 @@ impl ValidatorSet {
             })?);
             total += u64::from(v.weight);
         }
+        if total == 0 {
+            return Err(Error::invalid("validator set", "no member has a weight"));
+        }
         let bls_keys = members.iter().map(|v| v.bls).collect();
         Ok(Self {
             epoch,
@@ -106,6 +117,7 @@ impl ValidatorSet {
             ed_keys,
             bls_keys,
             by_id,
+            active,
             total,
             broken_quorum: false,
         })
@@ -191,9 +203,30 @@ impl ValidatorSet {
         3 * weight > self.total
     }
 
-    /// The primary (leader) of `view`: round-robin over the members.
+    /// The primary (leader) of `view`: round-robin over the members with a weight.
     pub fn primary(&self, view: u64) -> usize {
-        (view % self.members.len() as u64) as usize
+        let n = self.active.len().max(1) as u64;
+        self.active
+            .get((view % n) as usize)
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// Whether the member at `index` votes (has a weight).
+    pub fn is_voter(&self, index: usize) -> bool {
+        self.weight(index) > 0
+    }
+
+    /// Moves the set to another epoch (when a reconfiguration changed nothing applicable).
+    pub(crate) fn set_epoch(&mut self, epoch: u64) {
+        self.epoch = epoch;
+    }
+
+    /// The same members in another epoch (a weight flag for tests and reconfiguration).
+    pub(crate) fn with_members(&self, epoch: u64, members: Vec<Validator>) -> Result<Self> {
+        let mut next = Self::from_verified(epoch, members)?;
+        next.broken_quorum = self.broken_quorum;
+        Ok(next)
     }
 
     /// The canonical encoding: epoch, count, then each member's id, BLS key and weight.
@@ -278,8 +311,25 @@ mod tests {
         assert!(ValidatorSet::new(0, vec![(v.clone(), other_pop)]).is_err());
         v.weight = MAX_WEIGHT + 1;
         assert!(ValidatorSet::new(0, vec![(v.clone(), pop)]).is_err());
+        v.weight = 0;
+        assert!(
+            ValidatorSet::new(0, vec![(v.clone(), pop)]).is_err(),
+            "no weight at all"
+        );
         assert!(ValidatorSet::new(0, vec![member(1, 1), member(1, 1)]).is_err());
         assert!(ValidatorSet::new(0, vec![]).is_err());
+    }
+
+    #[test]
+    fn removed_members_keep_their_index_but_never_lead() {
+        let mut members: Vec<Validator> = (1..=4).map(|s| member(s, 1).0).collect();
+        members[1].weight = 0;
+        let set = ValidatorSet::from_verified(1, members).unwrap();
+        let leaders: Vec<usize> = (0..6).map(|v| set.primary(v)).collect();
+        assert_eq!(leaders, vec![0, 2, 3, 0, 2, 3]);
+        assert_eq!(set.total_weight(), 3);
+        assert!(!set.is_voter(1));
+        assert_eq!(set.len(), 4);
     }
 
     #[test]

@@ -25,8 +25,8 @@ use std::time::Duration;
 
 use mesh_consensus::message::{Batch, Message, Phase, vote_bytes};
 use mesh_consensus::{
-    Config, LightClient, Output, Replica, Request, RequestAuth, Scheme, StoreStorage, Validator,
-    ValidatorSet, VoteSig,
+    Change, Config, Genesis, LightClient, Output, Replica, Request, RequestAuth, RequestKind,
+    Scheme, StoreStorage, Validator, ValidatorSet, VoteSig,
 };
 use mesh_crypto::bls::BlsSecretKey;
 use mesh_crypto::ed25519::SigningKey;
@@ -154,6 +154,23 @@ impl Behaviour {
     ];
 }
 
+/// A reconfiguration every voting replica proposes at a given time (node indices: replicas
+/// first, then candidates).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SimChange {
+    /// Admit candidate node `node` (an index at or above `replicas`) with `weight`.
+    Admit {
+        /// The candidate's node index.
+        node: usize,
+        /// Its weight.
+        weight: u32,
+    },
+    /// Remove the validator at node `node`.
+    Remove(usize),
+    /// Set the weight of the validator at node `node`.
+    SetWeight(usize, u32),
+}
+
 /// The network's misbehaviour while faults are on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NetConfig {
@@ -215,6 +232,13 @@ pub struct SimConfig {
     pub real_crypto: bool,
     /// Break the quorum rule (a test of the checks).
     pub broken_quorum: bool,
+    /// Extra nodes outside the genesis set, started as learners (candidates to admit).
+    pub candidates: usize,
+    /// Reconfigurations the voting replicas propose, with when.
+    pub changes: Vec<(Duration, SimChange)>,
+    /// Nodes stopped for good (a crash without restart), with when; the checks leave them
+    /// out from then on.
+    pub stops: Vec<(Duration, usize)>,
 }
 
 impl SimConfig {
@@ -246,6 +270,9 @@ impl SimConfig {
             },
             real_crypto: false,
             broken_quorum: false,
+            candidates: 0,
+            changes: Vec::new(),
+            stops: Vec::new(),
         }
     }
 }
@@ -272,6 +299,8 @@ pub struct Report {
     /// Sum over honest replicas of messages each refused as malformed, badly signed, invalid
     /// or from a stranger (stale messages are not counted: late votes are normal).
     pub refused: u64,
+    /// The validator set in force at the end at the checked replica with the highest epoch.
+    pub validators: Option<ValidatorSet>,
 }
 
 enum Ev {
@@ -295,6 +324,12 @@ enum Ev {
     Restart {
         node: usize,
     },
+    Propose {
+        change: usize,
+    },
+    Stop {
+        node: usize,
+    },
 }
 
 type Store = StoreStorage<MemStore>;
@@ -311,6 +346,10 @@ struct Node {
     alternatives: HashMap<(u64, u64), Digest>,
     committed: Vec<Digest>,
     executed: HashSet<(NodeId, u64)>,
+    /// Stopped for good (left out of the checks).
+    stopped: bool,
+    /// Ids of the change requests this node submitted.
+    next_change_id: u64,
 }
 
 struct ReqState {
@@ -330,6 +369,7 @@ pub struct Sim {
     events: HashMap<u64, Ev>,
     order: u64,
     set: ValidatorSet,
+    /// Every node's id: validators in set order, then candidates.
     ids: Vec<NodeId>,
     nodes: Vec<Node>,
     bls: Vec<BlsSecretKey>,
@@ -344,6 +384,8 @@ pub struct Sim {
     violations: Vec<String>,
     delivered: u64,
     f: usize,
+    /// The last timer event (node, time) and how many fired there in a row.
+    last_timer: ((usize, Instant), u32),
 }
 
 fn at(d: Duration) -> Instant {
@@ -359,17 +401,21 @@ impl Sim {
         let mut eds = Vec::new();
         let mut bls = Vec::new();
         let mut secrets = Vec::new();
-        for i in 0..n {
+        let mut ids = Vec::new();
+        for i in 0..n + cfg.candidates {
             let mut seed = [0u8; 32];
             seed[..8].copy_from_slice(&(i as u64).to_le_bytes());
             seed[8..16].copy_from_slice(&cfg.seed.to_le_bytes());
             let ed = SigningKey::from_seed(&seed);
             let key = BlsSecretKey::from_ikm(&seed).unwrap_or_else(|e| unreachable_key(&e));
-            members.push(Validator {
-                id: NodeId(ed.verifying_key().to_bytes()),
-                bls: key.public_key(),
-                weight: 1,
-            });
+            ids.push(NodeId(ed.verifying_key().to_bytes()));
+            if i < n {
+                members.push(Validator {
+                    id: NodeId(ed.verifying_key().to_bytes()),
+                    bls: key.public_key(),
+                    weight: 1,
+                });
+            }
             secrets.push(*blake3::hash(&seed).as_bytes());
             eds.push(ed);
             bls.push(key);
@@ -379,7 +425,6 @@ impl Sim {
         if cfg.broken_quorum {
             set.break_quorum_rule_for_testing();
         }
-        let ids: Vec<NodeId> = set.members().iter().map(|v| v.id).collect();
         let behaviours: HashMap<usize, Behaviour> = cfg.byzantine.iter().copied().collect();
         let nodes = eds
             .into_iter()
@@ -395,6 +440,8 @@ impl Sim {
                 alternatives: HashMap::new(),
                 committed: Vec::new(),
                 executed: HashSet::new(),
+                stopped: false,
+                next_change_id: 1,
             })
             .collect();
         let f = (n - 1) / 3;
@@ -418,14 +465,105 @@ impl Sim {
             violations: Vec::new(),
             delivered: 0,
             f,
+            last_timer: ((usize::MAX, Instant::ZERO), 0),
             cfg,
         };
-        for i in 0..n {
+        for i in 0..sim.total() {
             sim.start(i);
         }
         sim.schedule_clients(&mut rng);
         sim.schedule_faults(&mut rng);
+        for k in 0..sim.cfg.changes.len() {
+            let t = at(sim.cfg.changes[k].0);
+            sim.push(t, Ev::Propose { change: k });
+        }
+        for k in 0..sim.cfg.stops.len() {
+            let (t, node) = sim.cfg.stops[k];
+            sim.push(at(t), Ev::Stop { node });
+        }
         sim
+    }
+
+    /// Validators and candidates.
+    fn total(&self) -> usize {
+        self.cfg.replicas + self.cfg.candidates
+    }
+
+    /// Honest nodes not stopped for good: the ones the checks hold to account.
+    fn checked(&self) -> Vec<usize> {
+        (0..self.total())
+            .filter(|&i| self.honest(i) && !self.nodes[i].stopped)
+            .collect()
+    }
+
+    /// Every voting replica proposes change `k`.
+    fn propose(&mut self, k: usize) {
+        let change = match self.cfg.changes[k].1 {
+            SimChange::Remove(node) => Change::Remove(self.ids[node]),
+            SimChange::SetWeight(node, weight) => Change::SetWeight {
+                id: self.ids[node],
+                weight,
+            },
+            SimChange::Admit { node, weight } => {
+                let Some(puzzle) = (0..self.total()).find_map(|i| {
+                    self.nodes[i]
+                        .replica
+                        .as_ref()
+                        .filter(|r| r.is_voter())
+                        .map(|r| r.governance().puzzle())
+                }) else {
+                    return;
+                };
+                let did = mesh_consensus::reconfig::did_key(&self.ids[node]);
+                let proof = puzzle
+                    .mint(&did, 0, 1 << 20, |_| true)
+                    .ok()
+                    .flatten()
+                    .unwrap_or_else(|| panic!("no proof of computation for node {node}"));
+                Change::Admit(Box::new(mesh_consensus::reconfig::Admission {
+                    validator: Validator {
+                        id: self.ids[node],
+                        bls: self.bls[node].public_key(),
+                        weight,
+                    },
+                    possession: self.bls[node].prove_possession(),
+                    proof,
+                }))
+            }
+        };
+        let spec = self.cfg.changes[k].1;
+        let mut proposed = false;
+        for i in 0..self.total() {
+            if !self.honest(i) {
+                continue;
+            }
+            let node = &mut self.nodes[i];
+            let Some(epoch) = node
+                .replica
+                .as_ref()
+                .filter(|r| r.is_voter() && !applied(r.validators(), &self.ids, spec))
+                .map(|r| r.validators().epoch())
+            else {
+                continue;
+            };
+            proposed = true;
+            let id = node.next_change_id;
+            node.next_change_id += 1;
+            let mut request = Request::change(self.ids[i], id, epoch, &change);
+            if self.cfg.consensus.request_auth == RequestAuth::Signed {
+                request = request.sign(&node.ed);
+            }
+            if let Some(r) = node.replica.as_mut() {
+                let _ = r.handle_request(self.now, request);
+            }
+            self.drain(i);
+        }
+        // Like clients, validators propose again until the change is in force (a proposal
+        // is lost with a crashed replica's memory; counting it twice is harmless).
+        if proposed {
+            let retry = self.now + self.cfg.client_timeout;
+            self.push(retry, Ev::Propose { change: k });
+        }
     }
 
     fn scheme(&self, i: usize) -> Box<dyn Scheme> {
@@ -512,7 +650,7 @@ impl Sim {
         if self.cfg.net.partition && until > 0 {
             let start = rng.below(until / 2 + 1);
             let end = start + rng.below(until - start) + 1;
-            let side: Vec<bool> = (0..self.cfg.replicas).map(|_| rng.chance(500)).collect();
+            let side: Vec<bool> = (0..self.total()).map(|_| rng.chance(500)).collect();
             self.partition = Some((Instant::from_millis(start), Instant::from_millis(end), side));
         }
         let honest: Vec<usize> = (0..self.cfg.replicas)
@@ -572,13 +710,27 @@ impl Sim {
     }
 
     fn all_done(&self) -> bool {
-        let live_honest: Vec<usize> = (0..self.cfg.replicas)
-            .filter(|&i| self.honest(i) && self.nodes[i].replica.is_some())
-            .collect();
-        live_honest
-            .iter()
-            .all(|&i| self.nodes[i].executed.len() == self.requests.len())
-            && live_honest.len() + self.cfg.byzantine.len() == self.cfg.replicas
+        let checked = self.checked();
+        checked.iter().all(|&i| {
+            self.nodes[i].replica.is_some() && self.nodes[i].executed.len() == self.requests.len()
+        }) && self.changes_missing().is_empty()
+    }
+
+    /// `(node, change index)` for every checked node whose validator set does not reflect a
+    /// scheduled change yet.
+    fn changes_missing(&self) -> Vec<(usize, usize)> {
+        let mut missing = Vec::new();
+        for i in self.checked() {
+            let Some(r) = self.nodes[i].replica.as_ref() else {
+                continue;
+            };
+            for (k, (_, change)) in self.cfg.changes.iter().enumerate() {
+                if !applied(r.validators(), &self.ids, *change) {
+                    missing.push((i, k));
+                }
+            }
+        }
+        missing
     }
 
     fn handle(&mut self, ev: Ev) {
@@ -614,6 +766,22 @@ impl Sim {
                 if self.nodes[node].generation != generation {
                     return;
                 }
+                // A replica whose timer keeps firing without time moving would hang the run:
+                // report it instead.
+                if self.last_timer.0 == (node, self.now) {
+                    self.last_timer.1 += 1;
+                    if self.last_timer.1 == 10_000 {
+                        self.violations.push(format!(
+                            "replica {node}: its timer fired 10,000 times at {:?} (a timeout it never clears)",
+                            Duration::from_nanos(self.now.as_nanos())
+                        ));
+                        self.nodes[node].stopped = true;
+                        self.nodes[node].replica = None;
+                        return;
+                    }
+                } else {
+                    self.last_timer = ((node, self.now), 0);
+                }
                 let Some(r) = self.nodes[node].replica.as_mut() else {
                     return;
                 };
@@ -635,7 +803,15 @@ impl Sim {
             }
             Ev::Restart { node } => {
                 // A restarted replica re-executes nothing: its ledger is its memory.
-                self.start(node);
+                if !self.nodes[node].stopped {
+                    self.start(node);
+                }
+            }
+            Ev::Propose { change } => self.propose(change),
+            Ev::Stop { node } => {
+                self.nodes[node].replica = None;
+                self.nodes[node].generation += 1;
+                self.nodes[node].stopped = true;
             }
         }
     }
@@ -684,10 +860,18 @@ impl Sim {
                     }
                 }
                 Output::Broadcast { message } => {
-                    let all = (0..self.cfg.replicas).filter(|&j| j != i).collect();
+                    // To candidates too: they follow as learners (validators that have not
+                    // admitted them yet refuse what they send back).
+                    let all = (0..self.total()).filter(|&j| j != i).collect();
                     self.emit(i, all, message);
                 }
                 Output::Committed { block, executed } => self.on_commit(i, &block, &executed),
+                Output::Reconfigured { boundary, set } => {
+                    self.trace.update(b"reconfigured");
+                    self.trace.update(&[i as u8]);
+                    self.trace.update(&boundary.to_le_bytes());
+                    self.trace.update(set.digest().as_bytes());
+                }
                 Output::ViewChanged { .. } => {}
             }
         }
@@ -739,6 +923,10 @@ impl Sim {
             let Some(r) = block.batch.requests().get(x as usize) else {
                 continue;
             };
+            if r.kind == RequestKind::Change {
+                // Validators' reconfiguration proposals: counted by the replicas themselves.
+                continue;
+            }
             let key = r.key();
             if !self.nodes[i].executed.insert(key) {
                 self.violations
@@ -976,8 +1164,8 @@ impl Sim {
     }
 
     fn finish(mut self) -> Report {
-        let n = self.cfg.replicas;
-        let honest: Vec<usize> = (0..n).filter(|&i| self.honest(i)).collect();
+        let n = self.total();
+        let honest = self.checked();
         // Liveness: every request executed at every honest replica.
         let mut committed_everywhere = 0;
         for (k, st) in self.requests.iter().enumerate() {
@@ -1002,6 +1190,13 @@ impl Sim {
                 self.violations.push(format!("LIVENESS: request {k} not executed at replicas {missing:?} by {:?}; {states:?}", Duration::from_nanos(self.now.as_nanos())));
             }
         }
+        // Liveness of reconfiguration: every scheduled change took effect everywhere.
+        let missing = self.changes_missing();
+        if !missing.is_empty() {
+            self.violations.push(format!(
+                "LIVENESS: reconfigurations not in force at (node, change) {missing:?}"
+            ));
+        }
         // Ledgers: each verifies from genesis, and all are prefixes of the longest.
         let mut longest: Vec<Digest> = Vec::new();
         let mut height = 0;
@@ -1015,7 +1210,8 @@ impl Sim {
                     continue;
                 }
             };
-            let mut lc = LightClient::with_scheme(self.set.clone(), self.scheme(i));
+            let genesis = Genesis::new(self.set.clone(), &self.cfg.consensus);
+            let mut lc = LightClient::with_scheme(&genesis, self.scheme(i));
             let mut hashes = Vec::new();
             let mut from = 1;
             loop {
@@ -1064,6 +1260,15 @@ impl Sim {
                 })
             })
             .sum();
+        let validators = honest
+            .iter()
+            .filter_map(|&i| {
+                self.nodes[i]
+                    .replica
+                    .as_ref()
+                    .map(|r| r.validators().clone())
+            })
+            .max_by_key(ValidatorSet::epoch);
         let latencies = self
             .requests
             .iter()
@@ -1079,7 +1284,18 @@ impl Sim {
             height,
             latencies,
             refused,
+            validators,
         }
+    }
+}
+
+/// Whether `set` already reflects `change`.
+fn applied(set: &ValidatorSet, ids: &[NodeId], change: SimChange) -> bool {
+    let weight = |node: usize| set.index_of(&ids[node]).map(|i| set.weight(i));
+    match change {
+        SimChange::Admit { node, .. } => weight(node).is_some(),
+        SimChange::Remove(node) => weight(node) == Some(0),
+        SimChange::SetWeight(node, w) => weight(node) == Some(u64::from(w)),
     }
 }
 

@@ -162,8 +162,7 @@ impl Loop {
         };
         let me = NodeId(cfg.keys.ed25519.verifying_key().to_bytes());
         let signer = SigningKey::from_seed(&cfg.keys.ed25519.seed());
-        let peers = peers_of(&cfg.validators, &me)?;
-        let validators_by_peer = peers.iter().map(|(n, p)| (*p, *n)).collect();
+        let genesis_peers = peers_of(&cfg.validators, &me)?;
         let mut dial = Vec::new();
         for addr in &cfg.peers {
             let peer = peer_of(addr).ok_or_else(|| {
@@ -171,7 +170,7 @@ impl Loop {
                     "peer address {addr} does not end in /p2p/<peer id>"
                 ))
             })?;
-            if !peers.values().any(|p| *p == peer) {
+            if !genesis_peers.values().any(|p| *p == peer) {
                 return Err(Error::Config(format!(
                     "peer address {addr} is not another validator's"
                 )));
@@ -220,6 +219,15 @@ impl Loop {
                 source,
             },
         })?;
+        // A restarted replica may be epochs past genesis: talk to the set in force.
+        let peers = peers_of(replica.validators(), &me)?;
+        let validators_by_peer = peers.iter().map(|(n, p)| (*p, *n)).collect();
+        if !replica.is_voter() {
+            tracing::warn!(
+                node = %me.short(),
+                "not a voting validator of the set in force: following the ledger as a learner"
+            );
+        }
 
         let mut l = Self {
             store,
@@ -751,6 +759,25 @@ impl Loop {
                 Output::Committed { block, executed } => self.on_committed(block, executed).await,
                 Output::ViewChanged { view, primary } => {
                     tracing::info!(view, primary = %primary.short(), "entered a new view");
+                }
+                Output::Reconfigured { boundary, set } => {
+                    tracing::info!(
+                        boundary,
+                        epoch = set.epoch(),
+                        validators = set.len(),
+                        weight = set.total_weight(),
+                        voter = self.replica.is_voter(),
+                        "the validator set changed"
+                    );
+                    match peers_of(&set, &self.me) {
+                        Ok(peers) => {
+                            self.validators_by_peer = peers.iter().map(|(n, p)| (*p, *n)).collect();
+                            self.peers = peers;
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "a validator in the new set has no peer id")
+                        }
+                    }
                 }
             }
         }
