@@ -77,7 +77,7 @@ impl LightClient {
             })?;
         for r in block.batch.requests() {
             if r.kind == RequestKind::Change {
-                self.gov.propose(expected, &r.client, &r.payload);
+                self.gov.propose(expected, r);
             }
         }
         self.gov.end_block(expected);

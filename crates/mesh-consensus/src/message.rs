@@ -114,8 +114,8 @@ impl Request {
         }
     }
 
-    /// A reconfiguration proposal by the validator `client` for `epoch` (connection-
-    /// authenticated mode; sign it with [`Request::sign`] in signed mode).
+    /// A reconfiguration proposal by the validator `client` for `epoch`. Sign it with
+    /// [`Request::sign`] (in every request mode: replicas ignore unsigned changes).
     pub fn change(client: NodeId, id: u64, epoch: u64, change: &crate::reconfig::Change) -> Self {
         let mut r = Self::new(client, id, crate::reconfig::proposal_payload(epoch, change));
         r.kind = RequestKind::Change;

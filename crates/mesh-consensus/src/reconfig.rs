@@ -166,6 +166,15 @@ pub fn proposal_payload(epoch: u64, change: &Change) -> Vec<u8> {
     out
 }
 
+/// Whether `request` carries a valid signature by its client.
+pub(crate) fn verify_signature(request: &crate::message::Request) -> bool {
+    let Some(signature) = &request.signature else {
+        return false;
+    };
+    mesh_crypto::ed25519::VerifyingKey::from_bytes(request.client.as_bytes())
+        .is_ok_and(|key| key.verify(&request.signing_bytes(), signature).is_ok())
+}
+
 /// The `did:key` DID of a node id (an Ed25519 public key): `did:key:z` + base58btc of the
 /// multicodec `ed25519-pub` prefix (0xed 0x01) and the key. Proofs of computation are bound
 /// to it.
@@ -338,9 +347,24 @@ impl Governance {
         &self.adopted
     }
 
-    /// Counts the change request `payload` (see [`proposal_payload`]) from `client`, in the
-    /// block at `seq`.
-    pub fn propose(&mut self, seq: u64, client: &NodeId, payload: &[u8]) -> Proposal {
+    /// Counts the change request `request` (kind [`RequestKind::Change`], payload from
+    /// [`proposal_payload`]) executed in the block at `seq`. Change requests must carry the
+    /// proposing validator's Ed25519 signature in every request mode: a validator relaying
+    /// others' requests could otherwise propose in their name.
+    ///
+    /// [`RequestKind::Change`]: crate::message::RequestKind::Change
+    pub fn propose(&mut self, seq: u64, request: &crate::message::Request) -> Proposal {
+        if request.kind != crate::message::RequestKind::Change {
+            return Proposal::Ignored("not a change request");
+        }
+        if !verify_signature(request) {
+            return Proposal::Ignored("unsigned or badly signed change");
+        }
+        self.count(seq, &request.client, &request.payload)
+    }
+
+    /// Counts an authenticated proposal.
+    fn count(&mut self, seq: u64, client: &NodeId, payload: &[u8]) -> Proposal {
         let Some(voter) = self.set.index_of(client).filter(|&i| self.set.is_voter(i)) else {
             return Proposal::Ignored("not proposed by a validator");
         };
@@ -623,28 +647,25 @@ mod tests {
         };
         let payload = change.at(0);
         assert!(matches!(
-            g.propose(5, &id(1), &change.at(1)),
+            g.count(5, &id(1), &change.at(1)),
             Proposal::Ignored("proposed for another epoch")
         ));
-        assert_eq!(g.propose(5, &id(1), &payload), Proposal::Counted);
+        assert_eq!(g.count(5, &id(1), &payload), Proposal::Counted);
         // The same validator twice still counts once.
-        assert_eq!(g.propose(5, &id(1), &payload), Proposal::Counted);
-        assert_eq!(g.propose(6, &id(2), &payload), Proposal::Counted);
+        assert_eq!(g.count(5, &id(1), &payload), Proposal::Counted);
+        assert_eq!(g.count(6, &id(2), &payload), Proposal::Counted);
         // Not a validator: ignored.
-        assert!(matches!(
-            g.propose(6, &id(9), &payload),
-            Proposal::Ignored(_)
-        ));
+        assert!(matches!(g.count(6, &id(9), &payload), Proposal::Ignored(_)));
         // The third of four makes a quorum at height 7: the boundary is the first
         // checkpoint (every 4) at or above 7 + window (8).
         assert_eq!(
-            g.propose(7, &id(3), &payload),
+            g.count(7, &id(3), &payload),
             Proposal::Adopted { boundary: 16 }
         );
         assert_eq!(g.adopted(), std::slice::from_ref(&change));
         // A duplicate of an adopted proposal changes nothing.
         assert!(matches!(
-            g.propose(8, &id(4), &payload),
+            g.count(8, &id(4), &payload),
             Proposal::Ignored("already adopted in this epoch")
         ));
         for seq in 8..16 {
@@ -664,10 +685,10 @@ mod tests {
         // (5 > 2/3 of 6) it is.
         let mut g = Governance::new(&genesis(&[3, 1, 1, 1]));
         let remove = Change::Remove(id(4)).at(0);
-        assert_eq!(g.propose(1, &id(1), &remove), Proposal::Counted);
-        assert_eq!(g.propose(1, &id(2), &remove), Proposal::Counted);
+        assert_eq!(g.count(1, &id(1), &remove), Proposal::Counted);
+        assert_eq!(g.count(1, &id(2), &remove), Proposal::Counted);
         assert_eq!(
-            g.propose(1, &id(3), &remove),
+            g.count(1, &id(3), &remove),
             Proposal::Adopted { boundary: 12 }
         );
         let set = g.end_block(12).unwrap().clone();
@@ -676,11 +697,11 @@ mod tests {
         assert!(!set.is_voter(3));
         // The removed member's proposals no longer count; a second removal is refused.
         assert!(matches!(
-            g.propose(13, &id(4), &Change::Remove(id(1)).at(1)),
+            g.count(13, &id(4), &Change::Remove(id(1)).at(1)),
             Proposal::Ignored(_)
         ));
         assert!(matches!(
-            g.propose(13, &id(1), &Change::Remove(id(4)).at(1)),
+            g.count(13, &id(1), &Change::Remove(id(4)).at(1)),
             Proposal::Ignored("not a voting member")
         ));
     }
@@ -701,7 +722,7 @@ mod tests {
             proof,
         }));
         assert_eq!(
-            g.propose(1, &id(1), &forged.at(0)),
+            g.count(1, &id(1), &forged.at(0)),
             Proposal::Ignored("candidate BLS proof of possession does not verify")
         );
         // A harder puzzle refuses a proof minted for difficulty 0 (unless lucky: then mint
@@ -712,7 +733,7 @@ mod tests {
         };
         let set_hard = Change::SetPuzzle(hard).at(0);
         for v in 1..=3 {
-            let _ = g.propose(1, &id(v), &set_hard);
+            let _ = g.count(1, &id(v), &set_hard);
         }
         g.end_block(12).unwrap();
         assert_eq!(g.puzzle().difficulty, 24);
@@ -723,13 +744,13 @@ mod tests {
             proof,
         }));
         assert_eq!(
-            g.propose(13, &id(1), &stale.at(1)),
+            g.count(13, &id(1), &stale.at(1)),
             Proposal::Ignored("candidate proof of computation does not verify")
         );
         // Back to difficulty 0: a proof for the new epoch admits the candidate.
         let easy = Change::SetPuzzle(puzzle).at(1);
         for v in 1..=3 {
-            let _ = g.propose(13, &id(v), &easy);
+            let _ = g.count(13, &id(v), &easy);
         }
         g.end_block(24).unwrap();
         let proof = g
@@ -744,16 +765,48 @@ mod tests {
         }))
         .at(2);
         for v in 1..=2 {
-            assert_eq!(g.propose(25, &id(v), &admit), Proposal::Counted);
+            assert_eq!(g.count(25, &id(v), &admit), Proposal::Counted);
         }
         assert_eq!(
-            g.propose(26, &id(3), &admit),
+            g.count(26, &id(3), &admit),
             Proposal::Adopted { boundary: 36 }
         );
         let set = g.end_block(36).unwrap();
         assert_eq!(set.len(), 4);
         assert_eq!(set.index_of(&candidate.id), Some(3));
         assert_eq!(set.epoch(), 3);
+    }
+
+    #[test]
+    fn proposals_must_be_signed_by_the_proposing_validator() {
+        let mut g = Governance::new(&genesis(&[1, 1, 1, 1]));
+        let change = Change::SetWeight {
+            id: id(2),
+            weight: 2,
+        };
+        let key = |seed: u8| SigningKey::from_seed(&[seed; 32]);
+        let unsigned = crate::message::Request::change(id(1), 1, 0, &change);
+        assert_eq!(
+            g.propose(1, &unsigned),
+            Proposal::Ignored("unsigned or badly signed change")
+        );
+        // Signed by validator 2 in validator 1's name.
+        let forged = unsigned.clone().sign(&key(2));
+        assert_eq!(
+            g.propose(1, &forged),
+            Proposal::Ignored("unsigned or badly signed change")
+        );
+        let app = crate::message::Request::new(id(1), 2, change.encode()).sign(&key(1));
+        assert_eq!(
+            g.propose(1, &app),
+            Proposal::Ignored("not a change request")
+        );
+        for v in 1..=2 {
+            let r = crate::message::Request::change(id(v), 1, 0, &change).sign(&key(v));
+            assert_eq!(g.propose(1, &r), Proposal::Counted);
+        }
+        let r = crate::message::Request::change(id(3), 1, 0, &change).sign(&key(3));
+        assert_eq!(g.propose(1, &r), Proposal::Adopted { boundary: 12 });
     }
 
     #[test]
@@ -764,17 +817,17 @@ mod tests {
                 id: id(2),
                 weight: w,
             };
-            assert_eq!(g.propose(1, &id(1), &c.at(0)), Proposal::Counted);
+            assert_eq!(g.count(1, &id(1), &c.at(0)), Proposal::Counted);
         }
         let one_more = Change::SetWeight {
             id: id(2),
             weight: 100,
         };
         assert_eq!(
-            g.propose(1, &id(1), &one_more.at(0)),
+            g.count(1, &id(1), &one_more.at(0)),
             Proposal::Ignored("this validator has too many open changes")
         );
         // Another validator may still propose it.
-        assert_eq!(g.propose(1, &id(3), &one_more.at(0)), Proposal::Counted);
+        assert_eq!(g.count(1, &id(3), &one_more.at(0)), Proposal::Counted);
     }
 }

@@ -808,6 +808,18 @@ impl<S: Storage> Replica<S> {
                 ),
             ));
         }
+        if r.kind == RequestKind::Change {
+            // Signed in every mode (see `Governance::propose`); checked here so garbage never
+            // reaches a block.
+            return if crate::reconfig::verify_signature(r) {
+                Ok(())
+            } else {
+                Err(Error::invalid(
+                    "request",
+                    "a change request must be signed by the proposing validator",
+                ))
+            };
+        }
         match self.cfg.request_auth {
             RequestAuth::Signed if r.signature.is_none() => Err(Error::invalid(
                 "request",
@@ -996,7 +1008,11 @@ impl<S: Storage> Replica<S> {
                     what: "client signatures in a proposal",
                 });
             }
-        } else if batch.requests().iter().any(|r| r.signature.is_some()) {
+        } else if batch
+            .requests()
+            .iter()
+            .any(|r| r.signature.is_some() && r.kind != RequestKind::Change)
+        {
             self.stats.invalid += 1;
             return Err(Error::invalid(
                 "pre-prepare",
@@ -1187,7 +1203,7 @@ impl<S: Storage> Replica<S> {
             if r.kind != RequestKind::Change {
                 continue;
             }
-            match self.gov.propose(seq, &r.client, &r.payload) {
+            match self.gov.propose(seq, r) {
                 Proposal::Ignored(_) => self.stats.proposals_ignored += 1,
                 Proposal::Counted | Proposal::Adopted { .. } => self.stats.proposals += 1,
             }

@@ -262,6 +262,11 @@ pub struct Status {
     pub head: Digest,
     /// The last stable checkpoint.
     pub low_watermark: u64,
+    /// The epoch of the validator set in force (0 until a reconfiguration takes effect).
+    pub epoch: u64,
+    /// Whether this node votes in the set in force (false for a learner or a removed
+    /// member).
+    pub voter: bool,
     /// Validators this node is connected to (not counting itself).
     pub connected: usize,
     /// Clients waiting for an outcome.
@@ -288,6 +293,10 @@ pub(crate) enum Command {
     },
     SubmitRequest {
         request: Request,
+        reply: oneshot::Sender<Result<Outcome>>,
+    },
+    Propose {
+        change: mesh_consensus::Change,
         reply: oneshot::Sender<Result<Outcome>>,
     },
 }
@@ -348,6 +357,23 @@ impl Handle {
         self.command(Command::SubmitRequest { request, reply })
             .await?;
         rx.await.map_err(|_| Error::Stopped)?
+    }
+
+    /// Proposes a reconfiguration of the validator set (see `mesh_consensus::reconfig`) for
+    /// the epoch in force, signed with this validator's key, and waits until the proposal is
+    /// ordered. It takes effect once validators holding more than two thirds of the weight
+    /// proposed the same change, at the boundary that follows; watch
+    /// [`Status::epoch`] or the committed blocks.
+    pub async fn propose(&self, change: mesh_consensus::Change) -> Result<Committed> {
+        let (reply, rx) = oneshot::channel();
+        self.command(Command::Propose { change, reply }).await?;
+        match rx.await.map_err(|_| Error::Stopped)?? {
+            Outcome::Committed(c) => Ok(c),
+            Outcome::Duplicate => Err(Error::Unexpected {
+                what: "outcome of a proposal",
+                detail: "its id executed before (was the data directory replaced?)".into(),
+            }),
+        }
     }
 
     async fn command(&self, c: Command) -> Result<()> {

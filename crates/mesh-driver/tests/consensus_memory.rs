@@ -218,3 +218,96 @@ async fn four_validators_in_memory_commit_and_survive_a_silent_primary() {
         within("a driver to stop", join).await.unwrap();
     }
 }
+
+/// Validators admit a fifth node through committed reconfiguration: it starts as a learner
+/// from the genesis set, follows the ledger, and once admitted its vote is needed (with one
+/// of the original four stopped, five members need four votes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validators_admit_a_learner_whose_vote_then_counts() {
+    use mesh_consensus::admission::{MIN_MEMORY_KIB, Puzzle};
+    use mesh_consensus::reconfig::{Admission, did_key};
+    use mesh_consensus::{Change, StoreStorage, verify_storage};
+
+    let dir = tempfile::tempdir().unwrap();
+    let set = validators(4);
+    let puzzle = Puzzle {
+        epoch: 0,
+        difficulty: 2,
+        memory_kib: MIN_MEMORY_KIB,
+        passes: 1,
+    };
+    let cfg = |i: u8| {
+        let mut c = config(&dir, &set, i);
+        c.consensus.checkpoint_interval = 4;
+        c.consensus.window = 8;
+        c.consensus.admission = puzzle;
+        c
+    };
+    let net = MemoryNetwork::new(5, Faults::default());
+    let mut nodes: Vec<(Handle, Join)> = (1..=5).map(|i| start_in(&net, cfg(i))).collect();
+    let learner = nodes[4].0.clone();
+    assert!(!learner.status().voter);
+    let c = within("a first commit", nodes[1].0.submit(b"before".to_vec()))
+        .await
+        .unwrap();
+    assert_eq!(c.seq, 1);
+
+    // The candidate mints its proof for epoch 0 and three of four validators propose it.
+    let candidate = keys(5);
+    let (validator, possession) = candidate.member(1);
+    let proof = puzzle
+        .mint(&did_key(&validator.id), 0, 10_000, |_| true)
+        .unwrap()
+        .unwrap();
+    let admit = Change::Admit(Box::new(Admission {
+        validator,
+        possession,
+        proof,
+    }));
+    for (h, _) in &nodes[..3] {
+        within("a proposal to be ordered", h.propose(admit.clone()))
+            .await
+            .unwrap();
+    }
+    for (h, _) in &nodes {
+        let mut s = h.watch_status();
+        within(
+            "the new set to take effect everywhere",
+            s.wait_for(|s| s.epoch == 1),
+        )
+        .await
+        .unwrap();
+    }
+    let mut s = learner.watch_status();
+    within("the learner to vote", s.wait_for(|s| s.voter))
+        .await
+        .unwrap();
+
+    // Validator 4 stops: 1, 2, 3 and the newcomer are exactly the quorum of five.
+    let (stopped, join) = nodes.remove(3);
+    stopped.shutdown();
+    within("validator 4 to stop", join).await.unwrap();
+    let c = within(
+        "a commit needing the newcomer's vote",
+        nodes[1].0.submit(b"after".to_vec()),
+    )
+    .await
+    .unwrap();
+    let mut s = learner.watch_status();
+    within(
+        "the newcomer to execute it",
+        s.wait_for(|s| s.executed >= c.seq),
+    )
+    .await
+    .unwrap();
+    for (h, join) in nodes {
+        h.shutdown();
+        within("a driver to stop", join).await.unwrap();
+    }
+    // The newcomer's ledger verifies from the genesis it recorded, across the epochs.
+    let store = mesh_store::DiskStore::open(dir.path().join("v5")).unwrap();
+    let storage = StoreStorage::open(&store, mesh_consensus::Limits::default()).unwrap();
+    let (genesis, height, _) = verify_storage(&storage, |_| {}).unwrap();
+    assert_eq!(genesis.set, set);
+    assert!(height >= c.seq, "{height} < {}", c.seq);
+}

@@ -549,10 +549,7 @@ impl Sim {
             proposed = true;
             let id = node.next_change_id;
             node.next_change_id += 1;
-            let mut request = Request::change(self.ids[i], id, epoch, &change);
-            if self.cfg.consensus.request_auth == RequestAuth::Signed {
-                request = request.sign(&node.ed);
-            }
+            let request = Request::change(self.ids[i], id, epoch, &change).sign(&node.ed);
             if let Some(r) = node.replica.as_mut() {
                 let _ = r.handle_request(self.now, request);
             }

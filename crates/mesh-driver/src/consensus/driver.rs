@@ -244,6 +244,8 @@ impl Loop {
                 executed: 0,
                 head: mesh_types::Digest::default(),
                 low_watermark: 0,
+                epoch: 0,
+                voter: false,
                 connected: 0,
                 waiting: 0,
                 consensus: mesh_consensus::Stats::default(),
@@ -389,6 +391,8 @@ impl Loop {
             executed: r.executed(),
             head: r.head(),
             low_watermark: r.low_watermark(),
+            epoch: r.validators().epoch(),
+            voter: r.is_voter(),
             connected: self
                 .connected
                 .iter()
@@ -547,6 +551,12 @@ impl Loop {
                 self.accept(request, Answer::Local(reply)).await
             }
             Command::SubmitRequest { request, reply } => {
+                self.accept(request, Answer::Local(reply)).await
+            }
+            Command::Propose { change, reply } => {
+                let id = self.next_local_id()?;
+                let epoch = self.replica.validators().epoch();
+                let request = Request::change(self.me, id, epoch, &change).sign(&self.signer);
                 self.accept(request, Answer::Local(reply)).await
             }
         }
