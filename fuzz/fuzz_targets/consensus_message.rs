@@ -1,10 +1,12 @@
 //! Arbitrary bytes through the consensus message decoder (what every validator feeds its
 //! peers' bytes to): no input may panic, and a message that decodes must re-encode to exactly
-//! the bytes it came from (the encoding is canonical).
+//! the bytes it came from (the encoding is canonical). The same holds for reconfiguration
+//! changes and genesis records (what replicas and light clients decode from blocks and
+//! stores).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use mesh_consensus::{Limits, Message};
+use mesh_consensus::{Change, Genesis, Limits, Message};
 
 fuzz_target!(|data: &[u8]| {
     let limits = Limits {
@@ -18,5 +20,11 @@ fuzz_target!(|data: &[u8]| {
     };
     if let Ok(m) = Message::decode(data, &limits) {
         assert_eq!(m.encode(), data);
+    }
+    if let Ok(c) = Change::decode(data) {
+        assert_eq!(c.encode(), data);
+    }
+    if let Ok(g) = Genesis::decode(data) {
+        assert_eq!(g.encode(), data);
     }
 });
