@@ -5,9 +5,14 @@
 //! executed, so clients number requests increasingly) and `max_clients` clients (the least
 //! recently active one is forgotten first, deterministically).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 
 use mesh_types::NodeId;
+
+use crate::FastMap;
+
+/// `last_active` of an entry not yet in the activity index.
+const NEVER: u64 = u64::MAX;
 
 #[derive(Debug, Clone, Default)]
 struct Entry {
@@ -19,7 +24,7 @@ struct Entry {
 
 #[derive(Debug, Clone)]
 pub(crate) struct ClientTable {
-    entries: HashMap<NodeId, Entry>,
+    entries: FastMap<NodeId, Entry>,
     by_activity: BTreeSet<(u64, NodeId)>,
     window: usize,
     max_clients: usize,
@@ -28,7 +33,7 @@ pub(crate) struct ClientTable {
 impl ClientTable {
     pub(crate) fn new(window: usize, max_clients: usize) -> Self {
         Self {
-            entries: HashMap::new(),
+            entries: FastMap::default(),
             by_activity: BTreeSet::new(),
             window: window.max(1),
             max_clients: max_clients.max(1),
@@ -41,27 +46,34 @@ impl ClientTable {
             .is_some_and(|e| e.floor.is_some_and(|f| id <= f) || e.recent.contains(&id))
     }
 
-    /// Records `(client, id)` as executed at height `seq`; false if it already was.
+    /// Records `(client, id)` as executed at height `seq`; false if it already was. One map
+    /// lookup per request; the activity index moves once per client and block.
     pub(crate) fn execute(&mut self, client: NodeId, id: u64, seq: u64) -> bool {
-        if self.is_executed(&client, id) {
-            return false;
-        }
         if !self.entries.contains_key(&client)
             && self.entries.len() >= self.max_clients
-            && let Some(&(at, oldest)) = self.by_activity.iter().next()
+            && let Some((_, oldest)) = self.by_activity.pop_first()
         {
-            self.by_activity.remove(&(at, oldest));
             self.entries.remove(&oldest);
         }
-        let e = self.entries.entry(client).or_default();
-        self.by_activity.remove(&(e.last_active, client));
-        e.last_active = seq;
-        self.by_activity.insert((seq, client));
-        e.recent.insert(id);
+        let e = self.entries.entry(client).or_insert_with(|| Entry {
+            floor: None,
+            recent: BTreeSet::new(),
+            last_active: NEVER,
+        });
+        if e.floor.is_some_and(|f| id <= f) || !e.recent.insert(id) {
+            return false;
+        }
         while e.recent.len() > self.window {
             if let Some(first) = e.recent.pop_first() {
                 e.floor = Some(e.floor.map_or(first, |f| f.max(first)));
             }
+        }
+        if e.last_active != seq {
+            if e.last_active != NEVER {
+                self.by_activity.remove(&(e.last_active, client));
+            }
+            e.last_active = seq;
+            self.by_activity.insert((seq, client));
         }
         true
     }

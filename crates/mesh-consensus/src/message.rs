@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use mesh_crypto::bls::SignerBitmap;
 use mesh_crypto::ed25519::{self, Signature};
 use mesh_types::wire::{Reader, put_len_prefixed, put_varint};
@@ -67,8 +68,9 @@ pub struct Request {
     pub client: NodeId,
     /// The client's id for this request; `(client, id)` is executed at most once.
     pub id: u64,
-    /// The payload, opaque to consensus.
-    pub payload: Vec<u8>,
+    /// The payload, opaque to consensus. Shared: a decoded batch's payloads are slices of
+    /// one buffer (no copy or allocation per request), and clones are cheap.
+    pub payload: Bytes,
     /// The client's Ed25519 signature over [`Request::signing_bytes`], in signed mode.
     pub signature: Option<Signature>,
     /// An application request or a reconfiguration proposal.
@@ -104,11 +106,11 @@ const FLAG_CHANGE: u8 = 2;
 
 impl Request {
     /// An unsigned request (connection-authenticated mode).
-    pub fn new(client: NodeId, id: u64, payload: Vec<u8>) -> Self {
+    pub fn new(client: NodeId, id: u64, payload: impl Into<Bytes>) -> Self {
         Self {
             client,
             id,
-            payload,
+            payload: payload.into(),
             signature: None,
             kind: RequestKind::App,
         }
@@ -129,7 +131,7 @@ impl Request {
     }
 
     /// A request signed by `key`, whose public key is the client id.
-    pub fn signed(key: &ed25519::SigningKey, id: u64, payload: Vec<u8>) -> Self {
+    pub fn signed(key: &ed25519::SigningKey, id: u64, payload: impl Into<Bytes>) -> Self {
         let client = NodeId(key.verifying_key().to_bytes());
         let mut r = Self::new(client, id, payload);
         r.signature = Some(key.sign(&r.signing_bytes()));
@@ -180,13 +182,23 @@ impl Request {
 
     /// Reads one request written by [`Request::encode`], within `limits`.
     pub fn decode(r: &mut Reader<'_>, limits: &Limits) -> Result<Self> {
+        Self::decode_in(r, limits, None)
+    }
+
+    /// Like [`Request::decode`]; when `shared` holds the bytes `r` reads, the payload is a
+    /// slice of it instead of a copy.
+    fn decode_in(r: &mut Reader<'_>, limits: &Limits, shared: Option<&Bytes>) -> Result<Self> {
         let m = || Error::malformed("request");
         let client = NodeId(r.array().map_err(m())?);
         let id = r.varint().map_err(m())?;
         let payload = r
             .len_prefixed("request payload", limits.max_request_bytes)
-            .map_err(m())?
-            .to_vec();
+            .map_err(m())?;
+        let end = r.position();
+        let payload = match shared {
+            Some(buf) => buf.slice(end - payload.len()..end),
+            None => Bytes::copy_from_slice(payload),
+        };
         let flags = r.u8().map_err(m())?;
         if flags & !(FLAG_SIGNED | FLAG_CHANGE) != 0 {
             return Err(Error::invalid("request", "unknown flags"));
@@ -216,7 +228,7 @@ impl Request {
 #[derive(Clone, PartialEq, Eq)]
 pub struct Batch {
     requests: Vec<Request>,
-    bytes: Vec<u8>,
+    bytes: Bytes,
     digest: Digest,
 }
 
@@ -248,7 +260,7 @@ impl Batch {
         let digest = batch_digest(&bytes);
         Self {
             requests,
-            bytes,
+            bytes: bytes.into(),
             digest,
         }
     }
@@ -271,19 +283,21 @@ impl Batch {
                 format!("{} bytes, at most {}", bytes.len(), limits.max_batch_bytes),
             ));
         }
-        let mut r = Reader::new(bytes);
+        // One copy of the whole batch; every payload is a slice of it.
+        let shared = Bytes::copy_from_slice(bytes);
+        let mut r = Reader::new(&shared);
         let n = r
             .varint_len("batch", limits.max_batch_requests)
             .map_err(Error::malformed("batch"))?;
         let mut requests = Vec::with_capacity(n.min(bytes.len() / 34 + 1));
         for _ in 0..n {
-            requests.push(Request::decode(&mut r, limits)?);
+            requests.push(Request::decode_in(&mut r, limits, Some(&shared))?);
         }
         r.finish().map_err(Error::malformed("batch"))?;
         Ok(Self {
             requests,
-            bytes: bytes.to_vec(),
-            digest: batch_digest(bytes),
+            digest: batch_digest(&shared),
+            bytes: shared,
         })
     }
 

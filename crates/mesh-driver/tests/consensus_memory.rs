@@ -104,7 +104,7 @@ async fn bad_bytes_from_a_peer_are_counted_not_fatal() {
     assert_eq!((c.seq, c.view, c.client), (1, 0, handle.node_id()));
     let b = within("the committed block", blocks.recv()).await.unwrap();
     assert_eq!(b.block.seq(), 1);
-    assert_eq!(b.block.batch.requests()[0].payload, b"first");
+    assert_eq!(&b.block.batch.requests()[0].payload[..], b"first");
     assert_eq!(&*b.executed, &[0]);
 
     // ... and so does a remote client, ordered under its own peer's node id whatever it

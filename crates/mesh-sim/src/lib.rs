@@ -345,7 +345,7 @@ struct Node {
     /// An equivocating primary's second proposals: `(view, seq)` -> the alternative digest.
     alternatives: HashMap<(u64, u64), Digest>,
     committed: Vec<Digest>,
-    executed: HashSet<(NodeId, u64)>,
+    executed: FastSet<(NodeId, u64)>,
     /// Stopped for good (left out of the checks).
     stopped: bool,
     /// Ids of the change requests this node submitted.
@@ -375,7 +375,7 @@ pub struct Sim {
     bls: Vec<BlsSecretKey>,
     secrets: Arc<Vec<[u8; 32]>>,
     requests: Vec<ReqState>,
-    by_key: HashMap<(NodeId, u64), usize>,
+    by_key: FastMap<(NodeId, u64), usize>,
     /// The client a censoring primary leaves out.
     censored: NodeId,
     canonical: BTreeMap<u64, Digest>,
@@ -387,6 +387,9 @@ pub struct Sim {
     /// The last timer event (node, time) and how many fired there in a row.
     last_timer: ((usize, Instant), u32),
 }
+
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+type FastSet<K> = HashSet<K, foldhash::fast::RandomState>;
 
 fn at(d: Duration) -> Instant {
     Instant::from_nanos(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
@@ -439,7 +442,7 @@ impl Sim {
                 received: VecDeque::new(),
                 alternatives: HashMap::new(),
                 committed: Vec::new(),
-                executed: HashSet::new(),
+                executed: FastSet::default(),
                 stopped: false,
                 next_change_id: 1,
             })
@@ -457,7 +460,7 @@ impl Sim {
             bls,
             secrets: Arc::new(secrets),
             requests: Vec::new(),
-            by_key: HashMap::new(),
+            by_key: FastMap::default(),
             censored: NodeId::default(),
             canonical: BTreeMap::new(),
             partition: None,
