@@ -161,8 +161,12 @@ async fn main() -> anyhow::Result<()> {
         let store = mesh_store::DiskStore::open(dir.join(format!("v{i}")))?;
         let storage = StoreStorage::open(&store, mesh_consensus::Limits::default())?;
         // From the genesis the ledger recorded, which must be this mesh's.
-        let (genesis, height, head) = verify_storage(&storage, |_| {})?;
-        assert_eq!(genesis.set, set, "validator {i} recorded another genesis");
+        let verified = verify_storage(&storage, |_| {})?;
+        assert_eq!(
+            verified.genesis.set, set,
+            "validator {i} recorded another genesis"
+        );
+        let (height, head) = (verified.height, verified.head);
         println!("validator {i}: ledger of {height} blocks verifies, head {head}");
     }
     Ok(())

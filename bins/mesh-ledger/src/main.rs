@@ -44,19 +44,29 @@ fn verify(dir: &std::path::Path) -> anyhow::Result<()> {
     }
     let store = DiskStore::open(dir).context("opening the store (is a node running on it?)")?;
     let storage = StoreStorage::open(&store, Limits::default())?;
-    let (genesis, height, head) = verify_storage(&storage, |h| {
+    let verified = verify_storage(&storage, |h| {
         eprintln!("  verified {h} blocks ...");
     })
     .context("verifying the ledger")?;
+    let genesis = &verified.genesis;
     println!(
-        "ledger verified: {height} blocks from genesis {} ({} validators, total weight {}, \
+        "ledger verified: {} blocks from genesis {} ({} validators, total weight {}, \
          checkpoint every {} blocks, window {})",
+        verified.height,
         genesis.hash(),
         genesis.set.len(),
         genesis.set.total_weight(),
         genesis.checkpoint_interval,
         genesis.window
     );
-    println!("head {head}");
+    let now = &verified.validators;
+    println!(
+        "validators now: epoch {}, {} voting of {} members, total weight {}",
+        now.epoch(),
+        (0..now.len()).filter(|&i| now.is_voter(i)).count(),
+        now.len(),
+        now.total_weight()
+    );
+    println!("head {}", verified.head);
     Ok(())
 }

@@ -114,12 +114,25 @@ pub fn verify_chain<'a>(
     Ok((lc.height(), lc.head()))
 }
 
-/// Verifies the ledger held in `storage` from the genesis it recorded, calling
-/// `progress(height)` every 1,000 blocks; returns the genesis, the height and the head.
+/// What [`verify_storage`] found.
+#[derive(Debug, Clone)]
+pub struct VerifiedLedger {
+    /// The genesis the ledger recorded.
+    pub genesis: Genesis,
+    /// Its height.
+    pub height: u64,
+    /// The hash of its last block (the genesis hash when empty).
+    pub head: Digest,
+    /// The validator set in force after the last block (after every reconfiguration).
+    pub validators: ValidatorSet,
+}
+
+/// Verifies the ledger held in `storage` from the genesis it recorded, following every
+/// reconfiguration, calling `progress(height)` every 1,000 blocks.
 pub fn verify_storage(
     storage: &impl crate::Storage,
     mut progress: impl FnMut(u64),
-) -> Result<(Genesis, u64, Digest)> {
+) -> Result<VerifiedLedger> {
     let genesis = storage
         .load_genesis()?
         .ok_or_else(|| Error::invalid("ledger", "no genesis recorded"))?;
@@ -139,5 +152,10 @@ pub fn verify_storage(
         }
         from += blocks.len() as u64;
     }
-    Ok((genesis, lc.height(), lc.head()))
+    Ok(VerifiedLedger {
+        validators: lc.validators().clone(),
+        height: lc.height(),
+        head: lc.head(),
+        genesis,
+    })
 }

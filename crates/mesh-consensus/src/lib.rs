@@ -47,7 +47,7 @@ pub use config::{Config, RequestAuth};
 pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 pub(crate) type FastSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 pub use error::{Error, Result};
-pub use ledger::{LightClient, verify_chain, verify_storage};
+pub use ledger::{LightClient, VerifiedLedger, verify_chain, verify_storage};
 pub use message::{
     Batch, Certificate, CheckpointCert, CommittedBlock, Limits, Message, Request, RequestKind,
 };

@@ -32,8 +32,8 @@ fn a_data_directory_never_changes_mesh() {
     assert!(err.contains("refusing to mix meshes"), "{err}");
     // The recorded genesis is what a verifier starts from (an empty ledger verifies).
     let storage = StoreStorage::open(&store, Default::default()).unwrap();
-    let (genesis, height, _) = verify_storage(&storage, |_| {}).unwrap();
-    assert_eq!((genesis.set, height), (set(0), 0));
+    let verified = verify_storage(&storage, |_| {}).unwrap();
+    assert_eq!((verified.genesis.set, verified.height), (set(0), 0));
     // A store without a genesis is reported, not guessed at.
     let empty = StoreStorage::open(&MemStore::new(), Default::default()).unwrap();
     assert!(verify_storage(&empty, |_| {}).is_err());

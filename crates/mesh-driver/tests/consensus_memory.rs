@@ -307,7 +307,9 @@ async fn validators_admit_a_learner_whose_vote_then_counts() {
     // The newcomer's ledger verifies from the genesis it recorded, across the epochs.
     let store = mesh_store::DiskStore::open(dir.path().join("v5")).unwrap();
     let storage = StoreStorage::open(&store, mesh_consensus::Limits::default()).unwrap();
-    let (genesis, height, _) = verify_storage(&storage, |_| {}).unwrap();
-    assert_eq!(genesis.set, set);
-    assert!(height >= c.seq, "{height} < {}", c.seq);
+    let verified = verify_storage(&storage, |_| {}).unwrap();
+    assert_eq!(verified.genesis.set, set);
+    assert!(verified.height >= c.seq, "{} < {}", verified.height, c.seq);
+    assert_eq!(verified.validators.epoch(), 1);
+    assert_eq!(verified.validators.len(), 5);
 }

@@ -162,7 +162,8 @@ impl Loop {
         };
         let me = NodeId(cfg.keys.ed25519.verifying_key().to_bytes());
         let signer = SigningKey::from_seed(&cfg.keys.ed25519.seed());
-        let genesis_peers = peers_of(&cfg.validators, &me)?;
+        // Every validator of the genesis set needs a peer id (checked before anything opens).
+        peers_of(&cfg.validators, &me)?;
         let mut dial = Vec::new();
         for addr in &cfg.peers {
             let peer = peer_of(addr).ok_or_else(|| {
@@ -170,11 +171,6 @@ impl Loop {
                     "peer address {addr} does not end in /p2p/<peer id>"
                 ))
             })?;
-            if !genesis_peers.values().any(|p| *p == peer) {
-                return Err(Error::Config(format!(
-                    "peer address {addr} is not another validator's"
-                )));
-            }
             dial.push((peer, addr.clone()));
         }
 
@@ -219,9 +215,20 @@ impl Loop {
                 source,
             },
         })?;
-        // A restarted replica may be epochs past genesis: talk to the set in force.
+        // A restarted replica may be epochs past genesis: talk to the set in force, and
+        // accept peer addresses of its validators (admitted ones included).
         let peers = peers_of(replica.validators(), &me)?;
-        let validators_by_peer = peers.iter().map(|(n, p)| (*p, *n)).collect();
+        let validators_by_peer: HashMap<PeerId, NodeId> =
+            peers.iter().map(|(n, p)| (*p, *n)).collect();
+        if let Some((_, addr)) = dial
+            .iter()
+            .find(|(peer, _)| !validators_by_peer.contains_key(peer))
+        {
+            return Err(Error::Config(format!(
+                "peer address {addr} is not another validator's (of the set in force, epoch {})",
+                replica.validators().epoch()
+            )));
+        }
         if !replica.is_voter() {
             tracing::warn!(
                 node = %me.short(),
