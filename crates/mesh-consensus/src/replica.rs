@@ -88,6 +88,12 @@ pub enum Output {
         /// The validator set in force now.
         set: ValidatorSet,
     },
+    /// The replica suspects the primary and asks for `view` (it stops voting in the normal
+    /// case until that view, or a later one, begins).
+    ViewChangeStarted {
+        /// The view asked for.
+        view: u64,
+    },
     /// The replica entered a new view.
     ViewChanged {
         /// The view.
@@ -1503,6 +1509,8 @@ impl<S: Storage> Replica<S> {
         self.pending_keys.clear();
         self.in_flight.clear();
         self.dirty = true;
+        self.outputs
+            .push_back(Output::ViewChangeStarted { view: target });
         let vc = self.own_view_change(target);
         self.broadcast(Message::ViewChange(vc.clone()));
         self.view_changes.insert(self.me, (vc, true));

@@ -301,6 +301,10 @@ pub struct Report {
     pub refused: u64,
     /// The validator set in force at the end at the checked replica with the highest epoch.
     pub validators: Option<ValidatorSet>,
+    /// Per view entered by view change: its number and how long it took, from the moment a
+    /// quorum of replicas (2f + 1) had asked for it (or a later view) until the last honest
+    /// replica that entered it did.
+    pub view_changes: Vec<(u64, Duration)>,
 }
 
 enum Ev {
@@ -386,6 +390,9 @@ pub struct Sim {
     f: usize,
     /// The last timer event (node, time) and how many fired there in a row.
     last_timer: ((usize, Instant), u32),
+    /// Per view: when honest replicas asked for it, and when they entered it.
+    view_started: BTreeMap<u64, Vec<Instant>>,
+    view_entered: BTreeMap<u64, Vec<Instant>>,
 }
 
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
@@ -469,6 +476,8 @@ impl Sim {
             delivered: 0,
             f,
             last_timer: ((usize::MAX, Instant::ZERO), 0),
+            view_started: BTreeMap::new(),
+            view_entered: BTreeMap::new(),
             cfg,
         };
         for i in 0..sim.total() {
@@ -872,7 +881,16 @@ impl Sim {
                     self.trace.update(&boundary.to_le_bytes());
                     self.trace.update(set.digest().as_bytes());
                 }
-                Output::ViewChanged { .. } => {}
+                Output::ViewChangeStarted { view } => {
+                    if self.honest(i) {
+                        self.view_started.entry(view).or_default().push(self.now);
+                    }
+                }
+                Output::ViewChanged { view, .. } => {
+                    if self.honest(i) {
+                        self.view_entered.entry(view).or_default().push(self.now);
+                    }
+                }
             }
         }
         if let Some(r) = self.nodes[i].replica.as_ref()
@@ -1269,6 +1287,20 @@ impl Sim {
                     .map(|r| r.validators().clone())
             })
             .max_by_key(ValidatorSet::epoch);
+        let quorum = self.cfg.replicas - self.f;
+        let mut view_changes = Vec::new();
+        for (&view, entered) in &self.view_entered {
+            let mut asked: Vec<Instant> = self
+                .view_started
+                .range(view..)
+                .flat_map(|(_, t)| t.iter().copied())
+                .collect();
+            asked.sort();
+            let (Some(&start), Some(&end)) = (asked.get(quorum - 1), entered.iter().max()) else {
+                continue;
+            };
+            view_changes.push((view, end.saturating_since(start)));
+        }
         let latencies = self
             .requests
             .iter()
@@ -1285,6 +1317,7 @@ impl Sim {
             latencies,
             refused,
             validators,
+            view_changes,
         }
     }
 }

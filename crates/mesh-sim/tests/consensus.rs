@@ -121,6 +121,32 @@ fn real_bls_signatures_in_a_faulty_run() {
     }
 }
 
+/// A view change completes within twice its timeout: from the moment a quorum asked for the
+/// new view until the last honest replica entered it, with a silent primary (and, every
+/// other seed, a silent next primary too, so two view changes run back to back).
+#[test]
+fn view_changes_complete_within_twice_their_timeout() {
+    let mut longest = std::time::Duration::ZERO;
+    for seed in 0..60u64 {
+        let mut cfg = SimConfig::new(5_000 + seed, 7);
+        cfg.byzantine = vec![(0, Behaviour::Silent)];
+        if seed % 2 == 1 {
+            cfg.byzantine.push((1, Behaviour::Silent));
+        }
+        let bound = cfg.consensus.view_change_timeout * 2;
+        let r = check(cfg);
+        assert!(!r.view_changes.is_empty(), "seed {seed}: no view change");
+        for (view, took) in &r.view_changes {
+            longest = longest.max(*took);
+            assert!(
+                *took <= bound,
+                "seed {seed}: view {view} took {took:?}, more than {bound:?}"
+            );
+        }
+    }
+    println!("longest view change: {longest:?}");
+}
+
 #[test]
 fn a_broken_quorum_rule_is_caught() {
     // With "2f" votes as a quorum, an equivocating primary splits the honest replicas.

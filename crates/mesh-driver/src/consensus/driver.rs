@@ -774,6 +774,9 @@ impl Loop {
                     }
                 }
                 Output::Committed { block, executed } => self.on_committed(block, executed).await,
+                Output::ViewChangeStarted { view } => {
+                    tracing::info!(view, "suspecting the primary: asking for a view change");
+                }
                 Output::ViewChanged { view, primary } => {
                     tracing::info!(view, primary = %primary.short(), "entered a new view");
                 }
