@@ -239,6 +239,10 @@ pub struct SimConfig {
     /// Nodes stopped for good (a crash without restart), with when; the checks leave them
     /// out from then on.
     pub stops: Vec<(Duration, usize)>,
+    /// Also measure each request's commit latency in wall-clock time (benchmarks): from the
+    /// moment the simulator hands it to a replica until f + 1 replicas executed it, all the
+    /// computation of every replica in between included.
+    pub wall_clock: bool,
 }
 
 impl SimConfig {
@@ -273,6 +277,7 @@ impl SimConfig {
             candidates: 0,
             changes: Vec::new(),
             stops: Vec::new(),
+            wall_clock: false,
         }
     }
 }
@@ -296,6 +301,8 @@ pub struct Report {
     pub height: u64,
     /// Per request: virtual time from first submission to execution at f + 1 replicas.
     pub latencies: Vec<Duration>,
+    /// The same in wall-clock time, when [`SimConfig::wall_clock`] is set.
+    pub wall_latencies: Vec<Duration>,
     /// Sum over honest replicas of messages each refused as malformed, badly signed, invalid
     /// or from a stranger (stale messages are not counted: late votes are normal).
     pub refused: u64,
@@ -362,6 +369,9 @@ struct ReqState {
     confirmations: usize,
     confirmed_at: Option<Instant>,
     done: bool,
+    /// Wall-clock time of the first submission and the wall-clock latency (when measured).
+    submitted_wall: Option<WallClock>,
+    wall_latency: Option<Duration>,
 }
 
 /// A simulation in progress.
@@ -397,6 +407,22 @@ pub struct Sim {
 
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 type FastSet<K> = HashSet<K, foldhash::fast::RandomState>;
+
+/// The wall clock, for [`SimConfig::wall_clock`] measurements only (nothing in a run depends
+/// on it, so runs stay deterministic).
+#[derive(Debug, Clone, Copy)]
+struct WallClock(std::time::Instant);
+
+impl WallClock {
+    #[allow(clippy::disallowed_methods)] // a benchmark measurement, never an input to the run
+    fn now() -> Self {
+        Self(std::time::Instant::now())
+    }
+
+    fn elapsed(self) -> Duration {
+        Self::now().0.saturating_duration_since(self.0)
+    }
+}
 
 fn at(d: Duration) -> Instant {
     Instant::from_nanos(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
@@ -641,6 +667,8 @@ impl Sim {
                 submitted_at: t,
                 confirmations: 0,
                 confirmed_at: None,
+                submitted_wall: None,
+                wall_latency: None,
                 done: false,
             });
             let _ = rng;
@@ -826,9 +854,13 @@ impl Sim {
     }
 
     fn submit(&mut self, k: usize, to_all: bool) {
-        let st = &self.requests[k];
+        let measure = self.cfg.wall_clock;
+        let st = &mut self.requests[k];
         if st.done {
             return;
+        }
+        if measure && st.submitted_wall.is_none() {
+            st.submitted_wall = Some(WallClock::now());
         }
         let request = st.request.clone();
         let targets: Vec<usize> = if to_all {
@@ -956,6 +988,7 @@ impl Sim {
                     st.confirmations += 1;
                     if st.confirmations > self.f && st.confirmed_at.is_none() {
                         st.confirmed_at = Some(self.now);
+                        st.wall_latency = st.submitted_wall.map(|w| w.elapsed());
                     }
                     if st.confirmations >= self.cfg.replicas - self.cfg.byzantine.len() {
                         st.done = true;
@@ -1306,7 +1339,13 @@ impl Sim {
             .iter()
             .filter_map(|st| st.confirmed_at.map(|c| c.saturating_since(st.submitted_at)))
             .collect();
+        let wall_latencies = self
+            .requests
+            .iter()
+            .filter_map(|st| st.wall_latency)
+            .collect();
         Report {
+            wall_latencies,
             violations: self.violations,
             trace: Digest(*self.trace.finalize().as_bytes()),
             committed_everywhere,
