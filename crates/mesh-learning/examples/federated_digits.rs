@@ -1,7 +1,8 @@
 //! FedAvg against centralized training on the 8x8 digits, 10 non-IID clients.
 //!
 //! `cargo xtask data` first, then
-//! `cargo run --release -p mesh-learning --example federated_digits -- [mlp|logistic|cnn] [rounds] [local epochs] [alpha] [seed]`.
+//! `cargo run --release -p mesh-learning --example federated_digits -- [mlp|mlpHIDDEN|logistic|cnn] [rounds] [local epochs] [alpha] [seed] [lr]`
+//! (defaults: mlp (32 hidden units), 20, 1, 0.5, 1, 0.05; SGD with momentum 0.9, batches of 16).
 
 #![allow(clippy::print_stdout)]
 
@@ -23,9 +24,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             channels: 8,
             classes: 10,
         },
-        _ => Architecture::Mlp {
+        other => Architecture::Mlp {
             inputs: 64,
-            hidden: 32,
+            hidden: other
+                .strip_prefix("mlp")
+                .and_then(|h| h.parse().ok())
+                .unwrap_or(32),
             classes: 10,
         },
     };
@@ -33,6 +37,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let epochs: usize = arg(2, "1").parse()?;
     let alpha: f64 = arg(3, "0.5").parse()?;
     let seed: u64 = arg(4, "1").parse()?;
+    let lr: f32 = arg(5, "0.05").parse()?;
 
     let dir = std::env::var_os("MESH_DATA_DIR")
         .map(PathBuf::from)
@@ -58,8 +63,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let local = Config {
         epochs,
-        batch_size: 16,
-        optimizer: Optimizer::sgd(0.05),
+        batch_size: std::env::var("BS")
+            .ok()
+            .and_then(|b| b.parse().ok())
+            .unwrap_or(16),
+        optimizer: Optimizer::sgd(lr),
         proximal_mu: 0.0,
     };
     #[allow(clippy::disallowed_methods)] // timing an example run

@@ -1,12 +1,14 @@
 //! Finding the data sets that `cargo xtask data` fetched.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::path::PathBuf;
 
 use mesh_learning::Dataset;
 
 /// Where `cargo xtask data` stores the data sets: `$MESH_DATA_DIR`, else
 /// `$CARGO_TARGET_DIR/data`, else the workspace's `target/data`.
-pub fn data_dir() -> PathBuf {
+pub(crate) fn data_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("MESH_DATA_DIR") {
         return PathBuf::from(dir);
     }
@@ -17,7 +19,7 @@ pub fn data_dir() -> PathBuf {
 }
 
 /// The 8x8 digits; panics with what to run when the file is missing.
-pub fn digits() -> Dataset {
+pub(crate) fn digits() -> Dataset {
     let path = data_dir().join("digits.csv");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
         panic!(
