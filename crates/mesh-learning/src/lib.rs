@@ -11,9 +11,11 @@
 //!   whose parameters go in and out as one flat `f32` vector;
 //! - [`train`]: local training with SGD + momentum or Adam, FedProx's proximal term, and
 //!   evaluation (accuracy, loss);
-//! - [`aggregate`]: the [`Aggregator`] trait and its rules (FedAvg weighted by samples);
-//! - [`simulation`]: federated training of many clients in one process, and the centralized
-//!   baseline it is measured against;
+//! - [`aggregate`]: the [`Aggregator`] trait and its rules: FedAvg (weighted by samples) and
+//!   the Byzantine-robust coordinate-wise median, trimmed mean and Multi-Krum;
+//! - [`simulation`]: federated training of many clients in one process, optionally with
+//!   attackers (sign flipping, scaling, "a little is enough"), and the centralized baseline it
+//!   is measured against;
 //! - [`Rng`]: the seeded generator behind every random choice (initialization, shuffling,
 //!   splits, partitions), fixed so that runs repeat across machines and upgrades.
 //!
@@ -32,7 +34,7 @@ pub mod rng;
 pub mod simulation;
 pub mod train;
 
-pub use aggregate::{Aggregator, FedAvg, Update};
+pub use aggregate::{Aggregator, FedAvg, Median, MultiKrum, TrimmedMean, Update};
 pub use data::Dataset;
 pub use error::{Error, Result};
 pub use model::{Architecture, Model};

@@ -1,6 +1,7 @@
 //! Federated training simulated in one process: every client trains on its shard each round
-//! and an [`Aggregator`] combines the results. For experiments, tests and benches; it is the
-//! reference the networked round protocol must match, not that protocol.
+//! and an [`Aggregator`] combines the results, optionally with some clients attacking. For
+//! experiments, tests and benches; it is the reference the networked round protocol must
+//! match, not that protocol.
 
 use crate::aggregate::{Aggregator, Update};
 use crate::data::Dataset;
@@ -9,44 +10,152 @@ use crate::model::{Architecture, Model};
 use crate::rng::Rng;
 use crate::train::{Config, train};
 
-/// Runs `rounds` rounds of federated training from a model initialized from `rng`: in each
-/// round every client starts from the global model, trains with `local` on its own data, and
-/// `aggregator` combines the clients' models (weighted by their sample counts where the rule
-/// uses weights). `after_round(round, global)` is called after each round (from 1), e.g. to
-/// evaluate. Deterministic given `rng`: each client draws from its own fork of it.
-pub fn federated(
-    architecture: Architecture,
-    clients: &[Dataset],
-    local: &Config,
-    rounds: usize,
-    aggregator: &dyn Aggregator,
-    rng: &mut Rng,
-    mut after_round: impl FnMut(usize, &Model) -> Result<()>,
-) -> Result<Model> {
-    if clients.is_empty() {
-        return Err(Error::invalid("simulation", "no clients"));
-    }
-    let mut global = Model::new(architecture, rng)?;
-    let mut client_rngs: Vec<Rng> = clients.iter().map(|_| rng.fork()).collect();
-    for round in 1..=rounds {
-        let start = global.parameters()?;
-        let mut updates = Vec::with_capacity(clients.len());
-        for (data, client_rng) in clients.iter().zip(&mut client_rngs) {
-            let mut model = Model::from_parameters(architecture, &start)?;
-            train(&mut model, data, local, client_rng)?;
-            updates.push(Update {
-                parameters: model.parameters()?,
-                samples: data.len() as u64,
-            });
-        }
-        global.set_parameters(&aggregator.aggregate(&updates)?)?;
-        after_round(round, &global)?;
-    }
-    Ok(global)
+/// What attacking clients send instead of the model they trained (`w` is the round's global
+/// model, `w_i` a client's trained model).
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub enum Attack {
+    /// Sign flipping: `w - scale * (w_i - w)`, the update reversed and scaled.
+    SignFlip {
+        /// How much to scale the reversed update.
+        scale: f32,
+    },
+    /// Scaling: `w + factor * (w_i - w)`, the update amplified.
+    Scale {
+        /// The amplification.
+        factor: f32,
+    },
+    /// "A little is enough" (Baruch, Baruch and Goldberg 2019): every attacker sends
+    /// `mean - z * std`, coordinate-wise over the attackers' own honestly trained models:
+    /// a shift small enough to stay among the honest values that robust rules keep.
+    LittleIsEnough {
+        /// How many standard deviations to shift (the paper's `z_max`; about 0.52 for 3 of 10).
+        z: f32,
+    },
 }
 
-/// The centralized baseline: a model initialized exactly as [`federated`] initializes its
-/// global model from the same `rng` state, trained on all of `data` with `config`.
+/// A federation: clients with their data, how they train, for how many rounds.
+#[derive(Debug, Clone, Copy)]
+pub struct Federation<'a> {
+    /// The model every client trains.
+    pub architecture: Architecture,
+    /// Each client's training data.
+    pub clients: &'a [Dataset],
+    /// Local training of each client in each round.
+    pub local: Config,
+    /// Rounds to run.
+    pub rounds: usize,
+    /// The first `attackers` clients attack with `attack` (none when 0).
+    pub attackers: usize,
+    /// What attackers send.
+    pub attack: Attack,
+}
+
+impl Federation<'_> {
+    /// An honest federation.
+    pub fn new(
+        architecture: Architecture,
+        clients: &[Dataset],
+        local: Config,
+        rounds: usize,
+    ) -> Federation<'_> {
+        Federation {
+            architecture,
+            clients,
+            local,
+            rounds,
+            attackers: 0,
+            attack: Attack::SignFlip { scale: 1.0 },
+        }
+    }
+
+    /// Runs the rounds from a model initialized from `rng`: in each round every client starts
+    /// from the global model and trains on its own data, attackers replace their models, and
+    /// `aggregator` combines all of them (with each client's sample count). `after_round(round,
+    /// global)` is called after each round (from 1), e.g. to evaluate. Deterministic given
+    /// `rng`: each client draws from its own fork of it.
+    pub fn run(
+        &self,
+        aggregator: &dyn Aggregator,
+        rng: &mut Rng,
+        mut after_round: impl FnMut(usize, &Model) -> Result<()>,
+    ) -> Result<Model> {
+        if self.clients.is_empty() || self.attackers > self.clients.len() {
+            return Err(Error::invalid(
+                "federation",
+                format!(
+                    "{} attackers among {} clients",
+                    self.attackers,
+                    self.clients.len()
+                ),
+            ));
+        }
+        let mut global = Model::new(self.architecture, rng)?;
+        let mut client_rngs: Vec<Rng> = self.clients.iter().map(|_| rng.fork()).collect();
+        for round in 1..=self.rounds {
+            let start = global.parameters()?;
+            let mut updates = Vec::with_capacity(self.clients.len());
+            for (data, client_rng) in self.clients.iter().zip(&mut client_rngs) {
+                let mut model = Model::from_parameters(self.architecture, &start)?;
+                train(&mut model, data, &self.local, client_rng)?;
+                updates.push(Update {
+                    parameters: model.parameters()?,
+                    samples: data.len() as u64,
+                });
+            }
+            self.attack_updates(&start, &mut updates[..self.attackers]);
+            global.set_parameters(&aggregator.aggregate(&updates)?)?;
+            after_round(round, &global)?;
+        }
+        Ok(global)
+    }
+
+    fn attack_updates(&self, global: &[f32], attackers: &mut [Update]) {
+        if attackers.is_empty() {
+            return;
+        }
+        match self.attack {
+            Attack::SignFlip { scale } => {
+                for u in attackers {
+                    for (p, &g) in u.parameters.iter_mut().zip(global) {
+                        *p = g - scale * (*p - g);
+                    }
+                }
+            }
+            Attack::Scale { factor } => {
+                for u in attackers {
+                    for (p, &g) in u.parameters.iter_mut().zip(global) {
+                        *p = g + factor * (*p - g);
+                    }
+                }
+            }
+            Attack::LittleIsEnough { z } => {
+                let n = attackers.len() as f64;
+                let shifted: Vec<f32> = (0..global.len())
+                    .map(|j| {
+                        let mean = attackers
+                            .iter()
+                            .map(|u| f64::from(u.parameters[j]))
+                            .sum::<f64>()
+                            / n;
+                        let var = attackers
+                            .iter()
+                            .map(|u| (f64::from(u.parameters[j]) - mean).powi(2))
+                            .sum::<f64>()
+                            / n;
+                        (mean - f64::from(z) * var.sqrt()) as f32
+                    })
+                    .collect();
+                for u in attackers {
+                    u.parameters.clone_from(&shifted);
+                }
+            }
+        }
+    }
+}
+
+/// The centralized baseline: a model initialized exactly as [`Federation::run`] initializes
+/// its global model from the same `rng` state, trained on all of `data` with `config`.
 pub fn centralized(
     architecture: Architecture,
     data: &Dataset,

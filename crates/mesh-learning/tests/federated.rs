@@ -5,7 +5,7 @@
 
 mod common;
 
-use mesh_learning::simulation::{centralized, federated};
+use mesh_learning::simulation::{Federation, centralized};
 use mesh_learning::{Architecture, Config, Dataset, FedAvg, Optimizer, Rng, evaluate};
 
 const ARCH: Architecture = Architecture::Mlp {
@@ -72,19 +72,12 @@ fn fedavg_on_non_iid_clients_matches_centralized_training() {
     let (train, test, clients, rng) = setup(1);
     let rounds = 80;
     let mut curve = Vec::new();
-    let fed = federated(
-        ARCH,
-        &clients,
-        &local(1),
-        rounds,
-        &FedAvg,
-        &mut rng.clone(),
-        |r, m| {
+    let fed = Federation::new(ARCH, &clients, local(1), rounds)
+        .run(&FedAvg, &mut rng.clone(), |r, m| {
             curve.push((r, evaluate(m, &test)?.accuracy));
             Ok(())
-        },
-    )
-    .unwrap();
+        })
+        .unwrap();
     let central = centralized(ARCH, &train, &local(rounds), &mut rng.clone()).unwrap();
     let (f, c) = (
         evaluate(&fed, &test).unwrap(),
@@ -106,12 +99,11 @@ fn fedavg_on_non_iid_clients_matches_centralized_training() {
 fn federated_runs_repeat_bit_for_bit_under_a_seed() {
     let run = |seed| {
         let (_, _, clients, mut rng) = setup(seed);
-        federated(ARCH, &clients, &local(1), 3, &FedAvg, &mut rng, |_, _| {
-            Ok(())
-        })
-        .unwrap()
-        .parameters()
-        .unwrap()
+        Federation::new(ARCH, &clients, local(1), 3)
+            .run(&FedAvg, &mut rng, |_, _| Ok(()))
+            .unwrap()
+            .parameters()
+            .unwrap()
     };
     assert_eq!(run(7), run(7));
     assert_ne!(run(7), run(8));
