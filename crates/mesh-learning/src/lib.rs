@@ -13,6 +13,8 @@
 //!   evaluation (accuracy, loss);
 //! - [`aggregate`]: the [`Aggregator`] trait and its rules: FedAvg (weighted by samples) and
 //!   the Byzantine-robust coordinate-wise median, trimmed mean and Multi-Krum;
+//! - [`privacy`]: per-update L2 clipping, Gaussian noise and a Rényi-DP [`Accountant`]
+//!   (subsampled Gaussian mechanism) reporting `(epsilon, delta)`;
 //! - [`simulation`]: federated training of many clients in one process, optionally with
 //!   attackers (sign flipping, scaling, "a little is enough"), and the centralized baseline it
 //!   is measured against;
@@ -30,6 +32,7 @@ pub mod aggregate;
 pub mod data;
 pub mod error;
 pub mod model;
+pub mod privacy;
 pub mod rng;
 pub mod simulation;
 pub mod train;
@@ -38,5 +41,6 @@ pub use aggregate::{Aggregator, FedAvg, Median, MultiKrum, TrimmedMean, Update};
 pub use data::Dataset;
 pub use error::{Error, Result};
 pub use model::{Architecture, Model};
+pub use privacy::Accountant;
 pub use rng::Rng;
 pub use train::{Config, Evaluation, Optimizer, Report, evaluate, train};
