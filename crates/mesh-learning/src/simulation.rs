@@ -7,6 +7,7 @@ use crate::aggregate::{Aggregator, Update};
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::model::{Architecture, Model};
+use crate::privacy::{Accountant, add_gaussian_noise, clip_l2};
 use crate::rng::Rng;
 use crate::train::{Config, train};
 
@@ -34,6 +35,28 @@ pub enum Attack {
     },
 }
 
+/// DP-FedAvg (McMahan et al. 2018) settings: every client's delta from the global model is
+/// clipped to L2 norm `clip`, the aggregator combines the clipped deltas (with equal weights),
+/// and Gaussian noise of standard deviation `noise_multiplier * clip / clients` is added to the
+/// result. Every client takes part in every round, so each round is one Gaussian mechanism
+/// with sampling rate 1 on a client's contribution.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Dp {
+    /// The L2 bound on each client's delta.
+    pub clip: f64,
+    /// Noise standard deviation over sensitivity (`z`).
+    pub noise_multiplier: f64,
+}
+
+impl Dp {
+    /// The privacy spent after `rounds` rounds, per client (user-level DP).
+    pub fn accountant_after(&self, rounds: u64) -> Result<Accountant> {
+        let mut acc = Accountant::default();
+        acc.compose_sampled_gaussian(1.0, self.noise_multiplier, rounds)?;
+        Ok(acc)
+    }
+}
+
 /// A federation: clients with their data, how they train, for how many rounds.
 #[derive(Debug, Clone, Copy)]
 pub struct Federation<'a> {
@@ -49,6 +72,8 @@ pub struct Federation<'a> {
     pub attackers: usize,
     /// What attackers send.
     pub attack: Attack,
+    /// Differential privacy (DP-FedAvg), if any.
+    pub dp: Option<Dp>,
 }
 
 impl Federation<'_> {
@@ -66,6 +91,7 @@ impl Federation<'_> {
             rounds,
             attackers: 0,
             attack: Attack::SignFlip { scale: 1.0 },
+            dp: None,
         }
     }
 
@@ -90,8 +116,18 @@ impl Federation<'_> {
                 ),
             ));
         }
+        if let Some(dp) = self.dp
+            && !(dp.clip > 0.0
+                && dp.clip.is_finite()
+                && dp.noise_multiplier >= 0.0
+                && dp.noise_multiplier.is_finite())
+        {
+            return Err(Error::invalid("DP settings", format!("{dp:?}")));
+        }
         let mut global = Model::new(self.architecture, rng)?;
         let mut client_rngs: Vec<Rng> = self.clients.iter().map(|_| rng.fork()).collect();
+        // Drawn only with DP on, so runs without it keep their streams.
+        let mut server_rng = self.dp.map(|_| rng.fork());
         for round in 1..=self.rounds {
             let start = global.parameters()?;
             let mut updates = Vec::with_capacity(self.clients.len());
@@ -104,7 +140,23 @@ impl Federation<'_> {
                 });
             }
             self.attack_updates(&start, &mut updates[..self.attackers]);
-            global.set_parameters(&aggregator.aggregate(&updates)?)?;
+            let next = match (self.dp, &mut server_rng) {
+                (Some(dp), Some(noise_rng)) => {
+                    for u in &mut updates {
+                        for (p, &g) in u.parameters.iter_mut().zip(&start) {
+                            *p -= g;
+                        }
+                        clip_l2(&mut u.parameters, dp.clip)?;
+                        u.samples = 1;
+                    }
+                    let mut delta = aggregator.aggregate(&updates)?;
+                    let std = dp.noise_multiplier * dp.clip / updates.len() as f64;
+                    add_gaussian_noise(&mut delta, std, noise_rng)?;
+                    start.iter().zip(&delta).map(|(g, d)| g + d).collect()
+                }
+                _ => aggregator.aggregate(&updates)?,
+            };
+            global.set_parameters(&next)?;
             after_round(round, &global)?;
         }
         Ok(global)
