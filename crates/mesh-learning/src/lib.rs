@@ -9,8 +9,8 @@
 //!   partitions across clients;
 //! - [`model`]: [`Architecture`] (logistic regression, an MLP, a small CNN) and [`Model`],
 //!   whose parameters go in and out as one flat `f32` vector;
-//! - [`train`]: local training with SGD + momentum or Adam, FedProx's proximal term, and
-//!   evaluation (accuracy, loss);
+//! - [`train`](mod@train): local training with SGD + momentum or Adam, FedProx's proximal
+//!   term, and evaluation (accuracy, loss);
 //! - [`aggregate`]: the [`Aggregator`] trait and its rules: FedAvg (weighted by samples) and
 //!   the Byzantine-robust coordinate-wise median, trimmed mean and Multi-Krum;
 //! - [`privacy`]: per-update L2 clipping, Gaussian noise and a Rényi-DP [`Accountant`]
