@@ -1,9 +1,11 @@
 //! agentmesh's project automation, run as `cargo xtask <command>`.
 //!
-//! - `cargo xtask test`: the one test command (system packages the tests need, formatting,
+//! - `cargo xtask test`: the one test command (system packages and data sets the tests need, formatting,
 //!   clippy with `-D warnings`, docs, every test in the workspace, the examples). CI runs exactly
 //!   this.
 //! - `cargo xtask deps`: install the system packages the tests need (`iproute2`, `iptables`).
+//! - `cargo xtask data`: fetch and verify the data sets the tests use (the 8x8 digits, from
+//!   scikit-learn's wheel on PyPI), into `target/data/`.
 //! - `cargo xtask testnet`: the main job: start what exists of the mesh and drive it.
 //! - `cargo xtask sim [--seeds N]`: the consensus simulation sweep over N seeds (release).
 //! - `cargo xtask bench`: the cross-process figures (`cargo bench` runs the in-process ones).
@@ -14,6 +16,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod bench;
+mod data;
 mod deps;
 mod layers;
 mod sim;
@@ -26,8 +29,9 @@ const USAGE: &str = "\
 usage: cargo xtask <command> [options]
 
 commands:
-  test      install test deps, check formatting, run clippy (-D warnings), every test and example
+  test      install test deps and data, check formatting, run clippy (-D warnings), every test and example
   deps      install the system packages the tests need (iproute2, iptables; as root, apt-get)
+  data      fetch and verify the data sets the tests use (digits, via pip) into target/data
   testnet   start what exists of the mesh on loopback and drive it (see README)
   sim       consensus simulation sweep: --seeds N (default 10000), release build
   bench     cross-process figures: four consensus validator processes on loopback
@@ -44,6 +48,7 @@ fn main() -> ExitCode {
     let result = match command.as_str() {
         "test" => util::run_test(rest),
         "deps" => deps::run(rest),
+        "data" => data::run(rest),
         "testnet" => testnet::run(rest),
         "sim" => sim::run(rest),
         "bench" => bench::run(rest),

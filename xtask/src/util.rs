@@ -63,6 +63,10 @@ pub(crate) fn run_test(args: &[String]) -> Result<()> {
         );
     }
 
+    println!("\n==> data sets the tests need (cargo xtask data)");
+    let digits = crate::data::ensure_digits().context("cargo xtask data")?;
+    println!("data: present: {}", digits.display());
+
     let mut fmt = cargo();
     fmt.args(["fmt", "--all", "--check"]);
     step("cargo fmt --all --check", fmt)?;

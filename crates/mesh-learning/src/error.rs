@@ -1,0 +1,52 @@
+//! Errors of the learning crate.
+
+use mesh_types::{ErrorKind, HasKind};
+
+/// Why a learning operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A data file could not be parsed.
+    #[error("malformed {what} at line {line}: {detail}")]
+    Malformed {
+        /// Which data set or format.
+        what: &'static str,
+        /// 1-based line number of the offending record (0 when the whole input is at fault).
+        line: usize,
+        /// What was wrong.
+        detail: String,
+    },
+    /// An argument or value is not acceptable (wrong shape, non-finite value, bad setting).
+    #[error("invalid {what}: {detail}")]
+    Invalid {
+        /// What was rejected.
+        what: &'static str,
+        /// Why.
+        detail: String,
+    },
+    /// The tensor library failed.
+    #[error("tensor operation failed: {0}")]
+    Tensor(#[from] candle_core::Error),
+}
+
+impl Error {
+    pub(crate) fn invalid(what: &'static str, detail: impl Into<String>) -> Self {
+        Self::Invalid {
+            what,
+            detail: detail.into(),
+        }
+    }
+}
+
+impl HasKind for Error {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Malformed { .. } => ErrorKind::Malformed,
+            Self::Invalid { .. } => ErrorKind::InvalidInput,
+            Self::Tensor(_) => ErrorKind::Internal,
+        }
+    }
+}
+
+/// Results of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

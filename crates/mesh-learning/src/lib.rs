@@ -1,0 +1,46 @@
+//! Federated learning for agentmesh.
+//!
+//! This crate owns the learning side of the mesh: data sets in memory and how they are split
+//! among clients, models and their local training on `candle-core` (CPU), and the rules that
+//! combine clients' models into a global one.
+//!
+//! - [`data`]: [`Dataset`], the parser of scikit-learn's 8x8 digits file (fetched and verified
+//!   by `cargo xtask data`), seeded stratified train/test splits, IID and Dirichlet (non-IID)
+//!   partitions across clients;
+//! - [`model`]: [`Architecture`] (logistic regression, an MLP, a small CNN) and [`Model`],
+//!   whose parameters go in and out as one flat `f32` vector;
+//! - [`train`](mod@train): local training with SGD + momentum or Adam, FedProx's proximal
+//!   term, and evaluation (accuracy, loss);
+//! - [`aggregate`]: the [`Aggregator`] trait and its rules: FedAvg (weighted by samples) and
+//!   the Byzantine-robust coordinate-wise median, trimmed mean and Multi-Krum;
+//! - [`privacy`]: per-update L2 clipping, Gaussian noise and a Rényi-DP [`Accountant`]
+//!   (subsampled Gaussian mechanism) reporting `(epsilon, delta)`;
+//! - [`simulation`]: federated training of many clients in one process, optionally with
+//!   attackers (sign flipping, scaling, "a little is enough"), and the centralized baseline it
+//!   is measured against;
+//! - [`Rng`]: the seeded generator behind every random choice (initialization, shuffling,
+//!   splits, partitions), fixed so that runs repeat across machines and upgrades.
+//!
+//! It is a protocol core: it never opens files or sockets, reads no clock, and draws no
+//! randomness it was not handed (every randomized function takes an [`Rng`]). Inputs from
+//! peers (parameters, updates) are checked for shape and finiteness and refused with an
+//! [`Error`], never a panic.
+
+#![forbid(unsafe_code)]
+
+pub mod aggregate;
+pub mod data;
+pub mod error;
+pub mod model;
+pub mod privacy;
+pub mod rng;
+pub mod simulation;
+pub mod train;
+
+pub use aggregate::{Aggregator, FedAvg, Median, MultiKrum, TrimmedMean, Update};
+pub use data::Dataset;
+pub use error::{Error, Result};
+pub use model::{Architecture, Model};
+pub use privacy::Accountant;
+pub use rng::Rng;
+pub use train::{Config, Evaluation, Optimizer, Report, evaluate, train};

@@ -1,0 +1,220 @@
+//! Federated training simulated in one process: every client trains on its shard each round
+//! and an [`Aggregator`] combines the results, optionally with some clients attacking. For
+//! experiments, tests and benches; it is the reference the networked round protocol must
+//! match, not that protocol.
+
+use crate::aggregate::{Aggregator, Update};
+use crate::data::Dataset;
+use crate::error::{Error, Result};
+use crate::model::{Architecture, Model};
+use crate::privacy::{Accountant, add_gaussian_noise, clip_l2};
+use crate::rng::Rng;
+use crate::train::{Config, train};
+
+/// What attacking clients send instead of the model they trained (`w` is the round's global
+/// model, `w_i` a client's trained model).
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub enum Attack {
+    /// Sign flipping: `w - scale * (w_i - w)`, the update reversed and scaled.
+    SignFlip {
+        /// How much to scale the reversed update.
+        scale: f32,
+    },
+    /// Scaling: `w + factor * (w_i - w)`, the update amplified.
+    Scale {
+        /// The amplification.
+        factor: f32,
+    },
+    /// "A little is enough" (Baruch, Baruch and Goldberg 2019): every attacker sends
+    /// `mean - z * std`, coordinate-wise over the attackers' own honestly trained models:
+    /// a shift small enough to stay among the honest values that robust rules keep.
+    LittleIsEnough {
+        /// How many standard deviations to shift (the paper's `z_max`; about 0.52 for 3 of 10).
+        z: f32,
+    },
+}
+
+/// DP-FedAvg (McMahan et al. 2018) settings: every client's delta from the global model is
+/// clipped to L2 norm `clip`, the aggregator combines the clipped deltas (with equal weights),
+/// and Gaussian noise of standard deviation `noise_multiplier * clip / clients` is added to the
+/// result. Every client takes part in every round, so each round is one Gaussian mechanism
+/// with sampling rate 1 on a client's contribution.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Dp {
+    /// The L2 bound on each client's delta.
+    pub clip: f64,
+    /// Noise standard deviation over sensitivity (`z`).
+    pub noise_multiplier: f64,
+}
+
+impl Dp {
+    /// The privacy spent after `rounds` rounds, per client (user-level DP).
+    pub fn accountant_after(&self, rounds: u64) -> Result<Accountant> {
+        let mut acc = Accountant::default();
+        acc.compose_sampled_gaussian(1.0, self.noise_multiplier, rounds)?;
+        Ok(acc)
+    }
+}
+
+/// A federation: clients with their data, how they train, for how many rounds.
+#[derive(Debug, Clone, Copy)]
+pub struct Federation<'a> {
+    /// The model every client trains.
+    pub architecture: Architecture,
+    /// Each client's training data.
+    pub clients: &'a [Dataset],
+    /// Local training of each client in each round.
+    pub local: Config,
+    /// Rounds to run.
+    pub rounds: usize,
+    /// The first `attackers` clients attack with `attack` (none when 0).
+    pub attackers: usize,
+    /// What attackers send.
+    pub attack: Attack,
+    /// Differential privacy (DP-FedAvg), if any.
+    pub dp: Option<Dp>,
+}
+
+impl Federation<'_> {
+    /// An honest federation.
+    pub fn new(
+        architecture: Architecture,
+        clients: &[Dataset],
+        local: Config,
+        rounds: usize,
+    ) -> Federation<'_> {
+        Federation {
+            architecture,
+            clients,
+            local,
+            rounds,
+            attackers: 0,
+            attack: Attack::SignFlip { scale: 1.0 },
+            dp: None,
+        }
+    }
+
+    /// Runs the rounds from a model initialized from `rng`: in each round every client starts
+    /// from the global model and trains on its own data, attackers replace their models, and
+    /// `aggregator` combines all of them (with each client's sample count). `after_round(round,
+    /// global)` is called after each round (from 1), e.g. to evaluate. Deterministic given
+    /// `rng`: each client draws from its own fork of it.
+    pub fn run(
+        &self,
+        aggregator: &dyn Aggregator,
+        rng: &mut Rng,
+        mut after_round: impl FnMut(usize, &Model) -> Result<()>,
+    ) -> Result<Model> {
+        if self.clients.is_empty() || self.attackers > self.clients.len() {
+            return Err(Error::invalid(
+                "federation",
+                format!(
+                    "{} attackers among {} clients",
+                    self.attackers,
+                    self.clients.len()
+                ),
+            ));
+        }
+        if let Some(dp) = self.dp
+            && !(dp.clip > 0.0
+                && dp.clip.is_finite()
+                && dp.noise_multiplier >= 0.0
+                && dp.noise_multiplier.is_finite())
+        {
+            return Err(Error::invalid("DP settings", format!("{dp:?}")));
+        }
+        let mut global = Model::new(self.architecture, rng)?;
+        let mut client_rngs: Vec<Rng> = self.clients.iter().map(|_| rng.fork()).collect();
+        // Drawn only with DP on, so runs without it keep their streams.
+        let mut server_rng = self.dp.map(|_| rng.fork());
+        for round in 1..=self.rounds {
+            let start = global.parameters()?;
+            let mut updates = Vec::with_capacity(self.clients.len());
+            for (data, client_rng) in self.clients.iter().zip(&mut client_rngs) {
+                let mut model = Model::from_parameters(self.architecture, &start)?;
+                train(&mut model, data, &self.local, client_rng)?;
+                updates.push(Update {
+                    parameters: model.parameters()?,
+                    samples: data.len() as u64,
+                });
+            }
+            self.attack_updates(&start, &mut updates[..self.attackers]);
+            let next = match (self.dp, &mut server_rng) {
+                (Some(dp), Some(noise_rng)) => {
+                    for u in &mut updates {
+                        for (p, &g) in u.parameters.iter_mut().zip(&start) {
+                            *p -= g;
+                        }
+                        clip_l2(&mut u.parameters, dp.clip)?;
+                        u.samples = 1;
+                    }
+                    let mut delta = aggregator.aggregate(&updates)?;
+                    let std = dp.noise_multiplier * dp.clip / updates.len() as f64;
+                    add_gaussian_noise(&mut delta, std, noise_rng)?;
+                    start.iter().zip(&delta).map(|(g, d)| g + d).collect()
+                }
+                _ => aggregator.aggregate(&updates)?,
+            };
+            global.set_parameters(&next)?;
+            after_round(round, &global)?;
+        }
+        Ok(global)
+    }
+
+    fn attack_updates(&self, global: &[f32], attackers: &mut [Update]) {
+        if attackers.is_empty() {
+            return;
+        }
+        match self.attack {
+            Attack::SignFlip { scale } => {
+                for u in attackers {
+                    for (p, &g) in u.parameters.iter_mut().zip(global) {
+                        *p = g - scale * (*p - g);
+                    }
+                }
+            }
+            Attack::Scale { factor } => {
+                for u in attackers {
+                    for (p, &g) in u.parameters.iter_mut().zip(global) {
+                        *p = g + factor * (*p - g);
+                    }
+                }
+            }
+            Attack::LittleIsEnough { z } => {
+                let n = attackers.len() as f64;
+                let shifted: Vec<f32> = (0..global.len())
+                    .map(|j| {
+                        let mean = attackers
+                            .iter()
+                            .map(|u| f64::from(u.parameters[j]))
+                            .sum::<f64>()
+                            / n;
+                        let var = attackers
+                            .iter()
+                            .map(|u| (f64::from(u.parameters[j]) - mean).powi(2))
+                            .sum::<f64>()
+                            / n;
+                        (mean - f64::from(z) * var.sqrt()) as f32
+                    })
+                    .collect();
+                for u in attackers {
+                    u.parameters.clone_from(&shifted);
+                }
+            }
+        }
+    }
+}
+
+/// The centralized baseline: a model initialized exactly as [`Federation::run`] initializes
+/// its global model from the same `rng` state, trained on all of `data` with `config`.
+pub fn centralized(
+    architecture: Architecture,
+    data: &Dataset,
+    config: &Config,
+    rng: &mut Rng,
+) -> Result<Model> {
+    let mut model = Model::new(architecture, rng)?;
+    train(&mut model, data, config, rng)?;
+    Ok(model)
+}
