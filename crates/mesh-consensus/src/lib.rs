@@ -55,4 +55,6 @@ pub use reconfig::{Change, Genesis, Governance};
 pub use replica::{Keys, Output, Replica, Stats, Submitted};
 pub use scheme::{BlsScheme, Scheme, VoteSig};
 pub use storage::{Storage, StoreStorage};
+#[cfg(test)]
+pub(crate) use validators::test_member;
 pub use validators::{MAX_WEIGHT, Validator, ValidatorSet};

@@ -540,21 +540,9 @@ impl Governance {
 mod tests {
     use super::*;
     use crate::admission::MIN_MEMORY_KIB;
-    use mesh_crypto::bls::BlsSecretKey;
     use mesh_crypto::ed25519::SigningKey;
 
-    fn member(seed: u8, weight: u32) -> (Validator, BlsSignature) {
-        let ed = SigningKey::from_seed(&[seed; 32]);
-        let bls = BlsSecretKey::from_ikm(&[seed; 32]).unwrap();
-        (
-            Validator {
-                id: NodeId(ed.verifying_key().to_bytes()),
-                bls: bls.public_key(),
-                weight,
-            },
-            bls.prove_possession(),
-        )
-    }
+    use crate::test_member as member;
 
     fn genesis(weights: &[u32]) -> Genesis {
         let members = weights

@@ -268,24 +268,22 @@ impl ValidatorSet {
     }
 }
 
+/// A validator derived from `seed` (both keys), with `weight`, and its proof of possession.
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+pub(crate) fn test_member(seed: u8, weight: u32) -> (Validator, BlsSignature) {
+    crate::Keys {
+        ed25519: mesh_crypto::ed25519::SigningKey::from_seed(&[seed; 32]),
+        bls: mesh_crypto::bls::BlsSecretKey::from_ikm(&[seed; 32]).unwrap(),
+    }
+    .member(weight)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mesh_crypto::bls::BlsSecretKey;
-    use mesh_crypto::ed25519::SigningKey;
 
-    fn member(seed: u8, weight: u32) -> (Validator, BlsSignature) {
-        let ed = SigningKey::from_seed(&[seed; 32]);
-        let bls = BlsSecretKey::from_ikm(&[seed; 32]).unwrap();
-        (
-            Validator {
-                id: NodeId(ed.verifying_key().to_bytes()),
-                bls: bls.public_key(),
-                weight,
-            },
-            bls.prove_possession(),
-        )
-    }
+    use crate::test_member as member;
 
     #[test]
     fn quorums_are_weighted() {
