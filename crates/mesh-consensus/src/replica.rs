@@ -233,6 +233,10 @@ pub struct Replica<S: Storage> {
     me: usize,
     /// A reconfiguration just took effect: messages kept for the new epoch are due.
     replay_future: bool,
+    /// Batches proposed or voted for in this step, stored with the vote state at its end.
+    unsaved_batches: Vec<Arc<Batch>>,
+    /// Stored batches no longer needed (below the stable checkpoint).
+    forget_batches: Vec<Digest>,
     id: NodeId,
     ed25519: SigningKey,
     scheme: Box<dyn Scheme>,
@@ -349,6 +353,8 @@ impl<S: Storage> Replica<S> {
             set,
             me,
             replay_future: false,
+            unsaved_batches: Vec::new(),
+            forget_batches: Vec::new(),
             id,
             ed25519,
             scheme,
@@ -471,6 +477,21 @@ impl<S: Storage> Replica<S> {
                 self.checkpoint = Some(c);
             }
             for s in st.slots {
+                // The batches voted for, so a prepared block can execute even if every
+                // replica holding its batch restarted.
+                let digests = s
+                    .accepted
+                    .map(|(_, d)| d)
+                    .into_iter()
+                    .chain(s.prepared.as_ref().map(|c| c.digest));
+                for d in digests {
+                    if d != Batch::empty_digest()
+                        && !self.batches.contains_key(&d)
+                        && let Some(b) = self.storage.load_batch(&d)?
+                    {
+                        self.batches.insert(d, Arc::new(b));
+                    }
+                }
                 let slot = self.slots.entry(s.seq).or_default();
                 slot.accepted = s.accepted;
                 slot.prepared = s.prepared;
@@ -726,6 +747,7 @@ impl<S: Storage> Replica<S> {
             }
             Message::Batch(b) => {
                 if self.wanted.remove(&b.digest()) {
+                    self.keep_batch(&b);
                     self.batches.insert(b.digest(), b);
                     self.try_execute()?;
                 }
@@ -935,6 +957,7 @@ impl<S: Storage> Replica<S> {
         let digest = batch.digest();
         let vote = self.sign_vote(Phase::Prepare, seq, &digest);
         self.batches.insert(digest, batch.clone());
+        self.keep_batch(&batch);
         let view = self.view;
         let slot = self.slots.entry(seq).or_default();
         slot.reset_votes(view);
@@ -1038,6 +1061,7 @@ impl<S: Storage> Replica<S> {
         slot.accepted = Some((view, digest));
         slot.prepares.insert(sender, digest, vote);
         slot.prepares.insert(self.me, digest, own);
+        self.keep_batch(&batch);
         self.batches.insert(digest, batch);
         self.wanted.remove(&digest);
         self.dirty = true;
@@ -1202,6 +1226,20 @@ impl<S: Storage> Replica<S> {
         self.try_propose()
     }
 
+    /// Stores `batch` with the vote state at the end of this step (the empty batch needs no
+    /// storing).
+    fn keep_batch(&mut self, batch: &Arc<Batch>) {
+        if !batch.is_empty()
+            && !self
+                .unsaved_batches
+                .iter()
+                .any(|b| b.digest() == batch.digest())
+        {
+            self.unsaved_batches.push(batch.clone());
+            self.dirty = true;
+        }
+    }
+
     /// Counts the block's change requests (all of them, duplicates included: counting is
     /// idempotent, and a light client counts the same way without a client table).
     fn govern(&mut self, seq: u64, block: &CommittedBlock) {
@@ -1354,7 +1392,14 @@ impl<S: Storage> Replica<S> {
             .values()
             .filter_map(|s| s.accepted.map(|a| a.1))
             .collect();
-        self.batches.retain(|d, _| live.contains(d));
+        let forget = &mut self.forget_batches;
+        self.batches.retain(|d, _| {
+            let keep = live.contains(d);
+            if !keep {
+                forget.push(*d);
+            }
+            keep
+        });
         self.wanted.retain(|d| live.contains(d));
         self.next_seq = self.next_seq.max(seq + 1);
         self.dirty = true;
@@ -2112,7 +2157,10 @@ impl<S: Storage> Replica<S> {
                     })
                     .collect(),
             };
-            self.storage.save_state(&state.encode())?;
+            let batches = std::mem::take(&mut self.unsaved_batches);
+            let forget = std::mem::take(&mut self.forget_batches);
+            self.storage
+                .save_state(&state.encode(), &batches, &forget)?;
         }
         Ok(())
     }

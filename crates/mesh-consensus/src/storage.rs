@@ -10,15 +10,23 @@ use mesh_store::{Kv, Log, Store};
 use mesh_types::Digest;
 use mesh_types::wire::{Reader, put_varint};
 
+use std::sync::Arc;
+
 use crate::error::{Error, Result};
-use crate::message::{Certificate, CheckpointCert, CommittedBlock, Limits};
+use crate::message::{Batch, Certificate, CheckpointCert, CommittedBlock, Limits};
 
 /// The storage a [`Replica`](crate::Replica) needs. Writes must be durable when they return.
 pub trait Storage {
     /// The last saved vote state, if any.
     fn load_state(&self) -> Result<Option<Vec<u8>>>;
-    /// Replaces the vote state.
-    fn save_state(&mut self, state: &[u8]) -> Result<()>;
+    /// Replaces the vote state, stores the batches this replica proposed or voted for since
+    /// the last call and forgets the ones below its stable checkpoint, all at once. A batch
+    /// a replica voted to prepare must outlive a crash: if every replica holding it restarted
+    /// without it, a prepared block could never execute.
+    fn save_state(&mut self, state: &[u8], batches: &[Arc<Batch>], forget: &[Digest])
+    -> Result<()>;
+    /// A batch stored by [`Storage::save_state`], if still held.
+    fn load_batch(&self, digest: &Digest) -> Result<Option<Batch>>;
     /// Appends the block at height `last_seq() + 1`.
     fn append_block(&mut self, block: &CommittedBlock) -> Result<()>;
     /// The height of the last appended block (0 if none).
@@ -34,9 +42,16 @@ pub trait Storage {
     fn save_genesis(&mut self, genesis: &[u8]) -> Result<()>;
 }
 
+/// The key of a stored batch in the state tree.
+fn batch_key(digest: &Digest) -> Vec<u8> {
+    let mut key = b"batch/".to_vec();
+    key.extend_from_slice(digest.as_bytes());
+    key
+}
+
 /// [`Storage`] over any [`mesh_store::Store`]: the ledger is the log `consensus.ledger`
-/// (record `i` holds height `i + 1`), the vote state the key `state` and the genesis
-/// validator set the key `genesis` of the tree `consensus.state`. Over a `DiskStore` this is the shipped path; over a `MemStore` it is
+/// (record `i` holds height `i + 1`), the vote state the key `state`, the genesis the key
+/// `genesis` and the batches voted for `batch/<digest>` of the tree `consensus.state`. Over a `DiskStore` this is the shipped path; over a `MemStore` it is
 /// what the simulator restarts replicas from.
 #[derive(Debug)]
 pub struct StoreStorage<S: Store> {
@@ -61,8 +76,31 @@ impl<S: Store> Storage for StoreStorage<S> {
         Ok(self.state.get(b"state")?)
     }
 
-    fn save_state(&mut self, state: &[u8]) -> Result<()> {
-        Ok(self.state.put(b"state", state)?)
+    fn save_state(
+        &mut self,
+        state: &[u8],
+        batches: &[Arc<Batch>],
+        forget: &[Digest],
+    ) -> Result<()> {
+        if batches.is_empty() && forget.is_empty() {
+            return Ok(self.state.put(b"state", state)?);
+        }
+        let mut write = mesh_store::Batch::new();
+        for d in forget {
+            write.delete(batch_key(d));
+        }
+        for b in batches {
+            write.put(batch_key(&b.digest()), b.bytes().to_vec());
+        }
+        write.put(b"state".to_vec(), state.to_vec());
+        Ok(self.state.apply(&write)?)
+    }
+
+    fn load_batch(&self, digest: &Digest) -> Result<Option<Batch>> {
+        self.state
+            .get(&batch_key(digest))?
+            .map(|bytes| Batch::decode(&bytes, &self.limits))
+            .transpose()
     }
 
     fn append_block(&mut self, block: &CommittedBlock) -> Result<()> {

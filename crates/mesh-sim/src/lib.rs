@@ -239,6 +239,10 @@ pub struct SimConfig {
     /// Nodes stopped for good (a crash without restart), with when; the checks leave them
     /// out from then on.
     pub stops: Vec<(Duration, usize)>,
+    /// Storage writes that fail during the fault period, per mille of replica steps: half
+    /// lost, half written but reported failed. A replica whose step fails is stopped without
+    /// sending that step's outputs (its contract) and restarted from its storage.
+    pub storage_faults: u32,
     /// Also measure each request's commit latency in wall-clock time (benchmarks): from the
     /// moment the simulator hands it to a replica until f + 1 replicas executed it, all the
     /// computation of every replica in between included.
@@ -278,6 +282,7 @@ impl SimConfig {
             changes: Vec::new(),
             stops: Vec::new(),
             wall_clock: false,
+            storage_faults: 0,
         }
     }
 }
@@ -308,6 +313,8 @@ pub struct Report {
     pub refused: u64,
     /// The validator set in force at the end at the checked replica with the highest epoch.
     pub validators: Option<ValidatorSet>,
+    /// Replica steps stopped by an injected storage failure.
+    pub storage_failures: u64,
     /// Per view entered by view change: its number and how long it took, from the moment a
     /// quorum of replicas (2f + 1) had asked for it (or a later view) until the last honest
     /// replica that entered it did.
@@ -343,7 +350,100 @@ enum Ev {
     },
 }
 
-type Store = StoreStorage<MemStore>;
+type Store = FlakyStorage;
+
+/// How a replica's next storage write fails, if it does.
+#[derive(Debug, Default)]
+struct FaultSwitch(std::sync::atomic::AtomicU8);
+
+const WRITE_OK: u8 = 0;
+/// The write does not happen and reports an error.
+const LOST: u8 = 1;
+/// The write happens, then reports an error (the disk wrote it; the replica cannot know).
+const WRITTEN_BUT_FAILED: u8 = 2;
+
+impl FaultSwitch {
+    fn set(&self, mode: u8) {
+        self.0.store(mode, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn get(&self) -> u8 {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// The replica's storage with injectable write failures (see [`SimConfig::storage_faults`]).
+struct FlakyStorage {
+    inner: StoreStorage<MemStore>,
+    faults: Arc<FaultSwitch>,
+}
+
+impl FlakyStorage {
+    fn write(
+        &mut self,
+        what: &'static str,
+        f: impl FnOnce(&mut StoreStorage<MemStore>) -> mesh_consensus::Result<()>,
+    ) -> mesh_consensus::Result<()> {
+        let failed = || {
+            mesh_consensus::Error::Storage(mesh_store::Error::Io {
+                path: std::path::PathBuf::from("(simulated disk)"),
+                op: what,
+                source: std::io::Error::other("injected write failure"),
+            })
+        };
+        match self.faults.get() {
+            LOST => Err(failed()),
+            WRITTEN_BUT_FAILED => {
+                f(&mut self.inner)?;
+                Err(failed())
+            }
+            _ => f(&mut self.inner),
+        }
+    }
+}
+
+impl mesh_consensus::Storage for FlakyStorage {
+    fn load_state(&self) -> mesh_consensus::Result<Option<Vec<u8>>> {
+        self.inner.load_state()
+    }
+    fn save_state(
+        &mut self,
+        state: &[u8],
+        batches: &[Arc<Batch>],
+        forget: &[Digest],
+    ) -> mesh_consensus::Result<()> {
+        self.write("vote state", |s| s.save_state(state, batches, forget))
+    }
+    fn load_batch(&self, digest: &Digest) -> mesh_consensus::Result<Option<Batch>> {
+        self.inner.load_batch(digest)
+    }
+    fn append_block(
+        &mut self,
+        block: &mesh_consensus::CommittedBlock,
+    ) -> mesh_consensus::Result<()> {
+        self.write("ledger append", |s| s.append_block(block))
+    }
+    fn last_seq(&self) -> mesh_consensus::Result<u64> {
+        self.inner.last_seq()
+    }
+    fn block(&self, seq: u64) -> mesh_consensus::Result<Option<mesh_consensus::CommittedBlock>> {
+        self.inner.block(seq)
+    }
+    fn blocks(
+        &self,
+        from: u64,
+        max: usize,
+        max_bytes: usize,
+    ) -> mesh_consensus::Result<Vec<mesh_consensus::CommittedBlock>> {
+        self.inner.blocks(from, max, max_bytes)
+    }
+    fn load_genesis(&self) -> mesh_consensus::Result<Option<Vec<u8>>> {
+        self.inner.load_genesis()
+    }
+    fn save_genesis(&mut self, genesis: &[u8]) -> mesh_consensus::Result<()> {
+        self.write("genesis", |s| s.save_genesis(genesis))
+    }
+}
 
 struct Node {
     replica: Option<Replica<Store>>,
@@ -359,6 +459,8 @@ struct Node {
     executed: FastSet<(NodeId, u64)>,
     /// Stopped for good (left out of the checks).
     stopped: bool,
+    /// Arms this node's storage failures.
+    faults: Arc<FaultSwitch>,
     /// Ids of the change requests this node submitted.
     next_change_id: u64,
 }
@@ -400,6 +502,8 @@ pub struct Sim {
     f: usize,
     /// The last timer event (node, time) and how many fired there in a row.
     last_timer: ((usize, Instant), u32),
+    /// Replica steps stopped by a storage failure.
+    storage_failures: u64,
     /// Per view: when honest replicas asked for it, and when they entered it.
     view_started: BTreeMap<u64, Vec<Instant>>,
     view_entered: BTreeMap<u64, Vec<Instant>>,
@@ -478,6 +582,7 @@ impl Sim {
                 executed: FastSet::default(),
                 stopped: false,
                 next_change_id: 1,
+                faults: Arc::new(FaultSwitch::default()),
             })
             .collect();
         let f = (n - 1) / 3;
@@ -504,6 +609,7 @@ impl Sim {
             last_timer: ((usize::MAX, Instant::ZERO), 0),
             view_started: BTreeMap::new(),
             view_entered: BTreeMap::new(),
+            storage_failures: 0,
             cfg,
         };
         for i in 0..sim.total() {
@@ -588,10 +694,10 @@ impl Sim {
             let id = node.next_change_id;
             node.next_change_id += 1;
             let request = Request::change(self.ids[i], id, epoch, &change).sign(&node.ed);
-            if let Some(r) = node.replica.as_mut() {
-                let _ = r.handle_request(self.now, request);
+            // Refusals (busy, duplicate) are fine: proposals are repeated until in force.
+            if self.step(i, |r, now| refused_is_fine(r.handle_request(now, request))) {
+                self.drain(i);
             }
-            self.drain(i);
         }
         // Like clients, validators propose again until the change is in force (a proposal
         // is lost with a crashed replica's memory; counting it twice is harmless).
@@ -613,8 +719,12 @@ impl Sim {
     }
 
     fn start(&mut self, i: usize) {
-        let storage = StoreStorage::open(&self.nodes[i].store, self.cfg.consensus.limits)
+        let inner = StoreStorage::open(&self.nodes[i].store, self.cfg.consensus.limits)
             .unwrap_or_else(|e| unreachable_key(&e));
+        let storage = FlakyStorage {
+            inner,
+            faults: self.nodes[i].faults.clone(),
+        };
         let replica = Replica::with_scheme(
             self.cfg.consensus.clone(),
             self.set.clone(),
@@ -624,9 +734,80 @@ impl Sim {
             self.now,
         )
         .unwrap_or_else(|e| panic!("replica {i} failed to start: {e}"));
+        // Blocks the ledger holds that the application never heard of (a step that failed on
+        // storage after appending them had its outputs dropped): the application reads them
+        // from the ledger, as a node's would after a restart.
+        let mut missed = Vec::new();
+        let mut from = self.nodes[i].committed.len() as u64 + 1;
+        loop {
+            let blocks = mesh_consensus::Storage::blocks(replica.storage(), from, 64, 1 << 24)
+                .unwrap_or_else(|e| panic!("replica {i}: ledger unreadable: {e}"));
+            if blocks.is_empty() {
+                break;
+            }
+            from += blocks.len() as u64;
+            missed.extend(blocks);
+        }
         self.nodes[i].replica = Some(replica);
         self.nodes[i].generation += 1;
+        for block in missed {
+            let executed: Vec<u32> = block
+                .batch
+                .requests()
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| !self.nodes[i].executed.contains(&r.key()))
+                .map(|(k, _)| k as u32)
+                .collect();
+            self.on_commit(i, &block, &executed);
+        }
         self.drain(i);
+    }
+
+    /// Runs one replica step, with a storage failure armed by chance during the fault period.
+    /// A step that fails on storage stops the replica there: its outputs are dropped (they
+    /// may depend on what was not written) and it restarts from its storage a little later.
+    /// Returns whether the replica is still up (the caller then drains it).
+    fn step(
+        &mut self,
+        i: usize,
+        f: impl FnOnce(&mut Replica<Store>, Instant) -> mesh_consensus::Result<()>,
+    ) -> bool {
+        if self.nodes[i].replica.is_none() {
+            return false;
+        }
+        let faulty = self.now < at(self.cfg.faults_until)
+            && self.cfg.storage_faults > 0
+            && self.rng.chance(self.cfg.storage_faults);
+        if faulty {
+            let mode = if self.rng.chance(500) {
+                LOST
+            } else {
+                WRITTEN_BUT_FAILED
+            };
+            self.nodes[i].faults.set(mode);
+        }
+        let now = self.now;
+        let result = match self.nodes[i].replica.as_mut() {
+            Some(r) => f(r, now),
+            None => return false,
+        };
+        self.nodes[i].faults.set(WRITE_OK);
+        match result {
+            Err(e @ mesh_consensus::Error::Storage(_)) => {
+                if !faulty {
+                    self.violations
+                        .push(format!("replica {i}: storage failed: {e}"));
+                }
+                self.storage_failures += 1;
+                self.nodes[i].replica = None;
+                self.nodes[i].generation += 1;
+                let back = self.now + Duration::from_millis(20 + self.rng.below(300));
+                self.push(back, Ev::Restart { node: i });
+                false
+            }
+            _ => true,
+        }
     }
 
     fn push(&mut self, t: Instant, ev: Ev) {
@@ -777,18 +958,16 @@ impl Sim {
                 if behaviour == Some(Behaviour::Silent) {
                     return;
                 }
-                let Some(r) = self.nodes[to].replica.as_mut() else {
+                if self.nodes[to].replica.is_none() {
                     return;
-                };
+                }
                 self.delivered += 1;
                 self.trace.update(&self.now.as_nanos().to_le_bytes());
                 self.trace.update(&[to as u8, from as u8]);
                 self.trace.update(blake3::hash(&bytes).as_bytes());
-                if let Err(e) = r.handle_message(self.now, self.ids[from], &bytes)
-                    && matches!(e, mesh_consensus::Error::Storage(_))
-                {
-                    self.violations
-                        .push(format!("replica {to}: storage failed: {e}"));
+                let sender = self.ids[from];
+                if !self.step(to, |r, now| r.handle_message(now, sender, &bytes)) {
+                    return;
                 }
                 if behaviour == Some(Behaviour::ReplayedVotes) {
                     let node = &mut self.nodes[to];
@@ -819,14 +998,23 @@ impl Sim {
                 } else {
                     self.last_timer = ((node, self.now), 0);
                 }
-                let Some(r) = self.nodes[node].replica.as_mut() else {
-                    return;
-                };
-                if let Err(e) = r.handle_timeout(self.now) {
+                let mut failed = None;
+                let up = self.step(node, |r, now| {
+                    r.handle_timeout(now).or_else(|e| match e {
+                        mesh_consensus::Error::Storage(_) => Err(e),
+                        other => {
+                            failed = Some(other);
+                            Ok(())
+                        }
+                    })
+                });
+                if let Some(e) = failed {
                     self.violations
                         .push(format!("replica {node}: timeout step failed: {e}"));
                 }
-                self.drain(node);
+                if up {
+                    self.drain(node);
+                }
             }
             Ev::Submit { request, to_all } => self.submit(request, to_all),
             Ev::Crash { node, wipe } => {
@@ -872,9 +1060,9 @@ impl Sim {
             if self.nodes[i].behaviour == Some(Behaviour::Silent) {
                 continue;
             }
-            if let Some(r) = self.nodes[i].replica.as_mut() {
-                // Busy or duplicate answers are fine: the client retries until confirmed.
-                let _ = r.handle_request(self.now, request.clone());
+            // Busy or duplicate answers are fine: the client retries until confirmed.
+            let request = request.clone();
+            if self.step(i, |r, now| refused_is_fine(r.handle_request(now, request))) {
                 self.drain(i);
             }
         }
@@ -1357,7 +1545,17 @@ impl Sim {
             refused,
             validators,
             view_changes,
+            storage_failures: self.storage_failures,
         }
+    }
+}
+
+/// A submission's outcome, with refusals (busy, invalid) counted as fine: only storage
+/// failures matter to the simulator.
+fn refused_is_fine<T>(r: mesh_consensus::Result<T>) -> mesh_consensus::Result<()> {
+    match r {
+        Err(e @ mesh_consensus::Error::Storage(_)) => Err(e),
+        _ => Ok(()),
     }
 }
 
