@@ -67,6 +67,32 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         ));
     }
 
+    // Federated learning on the real digits: 10 non-IID clients, FedAvg against centralized
+    // training on the same model and epochs, accuracy printed per round.
+    crate::data::ensure_digits().context("fetching the digits data set (cargo xtask data)")?;
+    let mut cmd = cargo();
+    cmd.args([
+        "run",
+        "--quiet",
+        "--release",
+        "-p",
+        "mesh-learning",
+        "--example",
+        "federated_digits",
+        "--",
+        "mlp64",
+        "80",
+        "1",
+        "0.5",
+        "1",
+        "0.1",
+    ]);
+    step(
+        "federated learning on the digits (10 non-IID clients, FedAvg vs centralized)",
+        cmd,
+    )?;
+    ran.push("federated_digits: FedAvg over 10 non-IID clients, in one process".to_owned());
+
     println!("\ntestnet summary");
     println!("  ran:");
     for line in &ran {
