@@ -287,6 +287,37 @@ impl SimConfig {
     }
 }
 
+impl SimConfig {
+    /// A one-line summary of what the run injects, for failure messages.
+    pub fn describe(&self) -> String {
+        format!(
+            "seed {} replicas {} byzantine {:?} crashes {} storage faults {}‰ net {:?} auth {:?} \
+             changes {:?} stops {:?}",
+            self.seed,
+            self.replicas,
+            self.byzantine,
+            self.crashes,
+            self.storage_faults,
+            self.net,
+            self.consensus.request_auth,
+            self.changes,
+            self.stops
+        )
+    }
+}
+
+/// Runs `cfg` and panics, with the configuration and every violation, unless the run was
+/// correct (a test's check).
+#[track_caller]
+pub fn check(cfg: SimConfig) -> Report {
+    let desc = cfg.describe();
+    let report = Sim::new(cfg).run();
+    if !report.violations.is_empty() {
+        panic!("{desc}:\n{}", report.violations.join("\n"));
+    }
+    report
+}
+
 /// What a run produced.
 #[derive(Debug, Clone)]
 pub struct Report {

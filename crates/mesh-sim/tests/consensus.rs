@@ -8,22 +8,7 @@
     missing_docs
 )]
 
-use mesh_sim::{Behaviour, Sim, SimConfig, sweep_config};
-
-fn check(cfg: SimConfig) -> mesh_sim::Report {
-    let seed = cfg.seed;
-    let desc = format!(
-        "{:?} crashes={} net={:?} auth={:?}",
-        cfg.byzantine, cfg.crashes, cfg.net, cfg.consensus.request_auth
-    );
-    let report = Sim::new(cfg).run();
-    assert!(
-        report.violations.is_empty(),
-        "seed {seed} ({desc}):\n{}",
-        report.violations.join("\n")
-    );
-    report
-}
+use mesh_sim::{Behaviour, Sim, SimConfig, check, sweep_config};
 
 #[test]
 fn a_clean_run_commits_every_request() {

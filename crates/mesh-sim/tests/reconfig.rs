@@ -12,7 +12,7 @@
 use std::time::Duration;
 
 use mesh_consensus::admission::{MIN_MEMORY_KIB, Puzzle};
-use mesh_sim::{Behaviour, Report, Sim, SimChange, SimConfig};
+use mesh_sim::{Behaviour, Report, Sim, SimChange, SimConfig, check};
 
 /// A run with a cheap admission puzzle (one 8 MiB Argon2id evaluation).
 fn base(seed: u64, replicas: usize) -> SimConfig {
@@ -25,18 +25,6 @@ fn base(seed: u64, replicas: usize) -> SimConfig {
     };
     cfg.submit_over = Duration::from_secs(4);
     cfg
-}
-
-fn check(cfg: SimConfig) -> Report {
-    let seed = cfg.seed;
-    let desc = format!("{:?} {:?} {:?}", cfg.changes, cfg.stops, cfg.byzantine);
-    let report = Sim::new(cfg).run();
-    assert!(
-        report.violations.is_empty(),
-        "seed {seed} ({desc}):\n{}",
-        report.violations.join("\n")
-    );
-    report
 }
 
 fn weights(r: &Report) -> (u64, Vec<u32>) {
