@@ -1,0 +1,2 @@
+//! Compression and aggregation benches (filled in next).
+fn main() {}
