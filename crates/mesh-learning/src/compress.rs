@@ -290,21 +290,71 @@ pub fn top_k_indices(x: &[f32], k: usize, rng: &mut Rng) -> Vec<u32> {
     if k >= d {
         return (0..d as u32).collect();
     }
-    // Sample magnitudes; rank of the k-th largest within the sample, aimed 25% generous so
-    // one pass usually collects a little more than k.
+    let sample = sample_magnitudes(d, rng, |i| x[i]);
+    finish_top_k(x, k, sample, None)
+}
+
+/// Magnitudes of about 1% of `d` coordinates (at least [`TopK::MIN_SAMPLE`]): runs of 16
+/// consecutive coordinates (one cache line of `f32`) at uniformly drawn aligned positions, so
+/// that sampling costs one memory access per 16 values rather than one per value; `value(i)`
+/// gives coordinate `i`.
+fn sample_magnitudes(d: usize, rng: &mut Rng, value: impl Fn(usize) -> f32) -> Vec<u32> {
+    const RUN: usize = 16;
     let m = (d / 100).max(TopK::MIN_SAMPLE).min(d);
-    let mut sample: Vec<u32> = (0..m)
-        .map(|_| mag(x[rng.below(d as u64) as usize]))
-        .collect();
-    let mut want = ((k as f64 * 1.25 * m as f64 / d as f64).ceil() as usize).max(1);
-    let mut out = Vec::with_capacity(k + k / 2 + 16);
-    for _attempt in 0..4 {
-        let threshold = if want >= m {
-            0
-        } else {
-            let (_, t, _) = sample.select_nth_unstable_by(m - want, |a, b| a.cmp(b));
-            *t
-        };
+    let lines = d.div_ceil(RUN) as u64;
+    let mut sample = Vec::with_capacity(m + RUN);
+    while sample.len() < m {
+        let start = rng.below(lines) as usize * RUN;
+        for i in start..(start + RUN).min(d) {
+            sample.push(mag(value(i)));
+        }
+    }
+    sample.truncate(m);
+    sample
+}
+
+/// The rank within the sample of the first threshold tried: the k-th largest scaled to the
+/// sample, aimed 10% generous so that one pass usually collects a little more than `k`.
+fn initial_want(k: usize, m: usize, d: usize) -> usize {
+    ((k as f64 * 1.1 * m as f64 / d as f64).ceil() as usize).max(1)
+}
+
+/// The `want`-th largest of the sample (0 when it asks for the whole sample or more).
+fn rank_threshold(sample: &mut [u32], want: usize) -> u32 {
+    let m = sample.len();
+    if want >= m {
+        return 0;
+    }
+    let (_, t, _) = sample.select_nth_unstable(m - want);
+    *t
+}
+
+/// Finishes a top-k selection from a sample of magnitudes: `first` is a pass already made
+/// (its threshold and what it collected). Lowers the threshold while too few are collected,
+/// trims the candidates to exactly `k`, and falls back to an exact select.
+fn finish_top_k(
+    x: &[f32],
+    k: usize,
+    mut sample: Vec<u32>,
+    first: Option<(u32, Vec<u32>)>,
+) -> Vec<u32> {
+    let d = x.len();
+    let m = sample.len();
+    let mut want = initial_want(k, m, d);
+    let mut out = Vec::with_capacity(k + k / 2 + 64);
+    let mut attempts = 0;
+    if let Some((threshold, collected)) = first {
+        out = collected;
+        if out.len() >= k {
+            trim_to_k(x, &mut out, k);
+            return out;
+        }
+        attempts = if threshold == 0 { 4 } else { 1 };
+        want = (want * 4).min(m);
+    }
+    while attempts < 4 {
+        attempts += 1;
+        let threshold = rank_threshold(&mut sample, want);
         out.clear();
         collect_at_least(x, threshold, &mut out);
         if out.len() >= k {
@@ -318,7 +368,7 @@ pub fn top_k_indices(x: &[f32], k: usize, rng: &mut Rng) -> Vec<u32> {
     }
     // Last resort (adversarial distributions): an exact select.
     let mut all: Vec<u32> = x.iter().map(|&v| mag(v)).collect();
-    let (_, t, _) = all.select_nth_unstable_by(d - k, |a, b| a.cmp(b));
+    let (_, t, _) = all.select_nth_unstable(d - k);
     let threshold = *t;
     out.clear();
     collect_at_least(x, threshold, &mut out);
@@ -326,22 +376,66 @@ pub fn top_k_indices(x: &[f32], k: usize, rng: &mut Rng) -> Vec<u32> {
     out
 }
 
-/// Pushes the indices of `x` whose magnitude is at least `threshold`, in order. Scans blocks
-/// of 64 for their largest magnitude first (a loop the compiler vectorizes) and looks inside
-/// only the blocks that hold a candidate.
+/// Blocks of this many coordinates are checked for their largest magnitude first (a loop the
+/// compiler vectorizes); only blocks holding a candidate are looked into.
+const SCAN_BLOCK: usize = 16;
+
+/// `max(m, |v|)` written as a plain comparison (ignoring NaN), which compiles to a vector
+/// `maxps` even on baseline x86-64, where an integer maximum does not.
+#[inline]
+fn max_abs(m: f32, v: f32) -> f32 {
+    let a = v.abs();
+    if a > m { a } else { m }
+}
+
+/// Pushes the indices of `x` whose magnitude is at least `threshold`, in order.
 fn collect_at_least(x: &[f32], threshold: u32, out: &mut Vec<u32>) {
-    const BLOCK: usize = 64;
-    for (b, block) in x.chunks(BLOCK).enumerate() {
-        let max = block.iter().fold(0u32, |m, &v| m.max(mag(v)));
-        if max >= threshold {
-            let base = (b * BLOCK) as u32;
-            for (i, &v) in block.iter().enumerate() {
-                if mag(v) >= threshold {
-                    out.push(base + i as u32);
-                }
-            }
+    for (b, block) in x.chunks(SCAN_BLOCK).enumerate() {
+        let max = block.iter().fold(0.0f32, |m, &v| max_abs(m, v));
+        if max.to_bits() >= threshold {
+            push_block(block, b * SCAN_BLOCK, threshold, out);
         }
     }
+}
+
+/// Adds `update` into `residual` and collects the indices at or above `threshold` in the same
+/// pass (the fused error-feedback pass of [`TopK`]); false if a sum is not finite.
+fn accumulate_and_collect(
+    update: &[f32],
+    residual: &mut [f32],
+    threshold: u32,
+    out: &mut Vec<u32>,
+) -> bool {
+    let mut finite = true;
+    for (b, (r, u)) in residual
+        .chunks_mut(SCAN_BLOCK)
+        .zip(update.chunks(SCAN_BLOCK))
+        .enumerate()
+    {
+        let mut max = 0.0f32;
+        for (r, &u) in r.iter_mut().zip(u) {
+            *r += u;
+            max = max_abs(max, *r);
+            finite &= r.is_finite();
+        }
+        if max.to_bits() >= threshold {
+            push_block(r, b * SCAN_BLOCK, threshold, out);
+        }
+    }
+    finite
+}
+
+/// Appends the indices (offset by `base`) of `block`'s magnitudes at or above `threshold`,
+/// without a branch per coordinate: every index is written and the length advanced only for
+/// the kept ones.
+fn push_block(block: &[f32], base: usize, threshold: u32, out: &mut Vec<u32>) {
+    let mut w = out.len();
+    out.resize(w + block.len(), 0);
+    for (i, &v) in block.iter().enumerate() {
+        out[w] = (base + i) as u32;
+        w += usize::from(mag(v) >= threshold);
+    }
+    out.truncate(w);
 }
 
 /// Keeps the `k` largest magnitudes among `idx` (increasing; ties broken towards lower
@@ -352,7 +446,7 @@ fn trim_to_k(x: &[f32], idx: &mut Vec<u32>, k: usize) {
     }
     let mut mags: Vec<u32> = idx.iter().map(|&i| mag(x[i as usize])).collect();
     let n = mags.len();
-    let (_, t, _) = mags.select_nth_unstable_by(n - k, |a, b| a.cmp(b));
+    let (_, t, _) = mags.select_nth_unstable(n - k);
     let kth = *t;
     let above = mags[n - k..].iter().filter(|&&m| m > kth).count();
     let mut ties = k - above;
@@ -380,9 +474,24 @@ impl Compressor for TopK {
 
     fn compress(&self, update: &[f32], residual: &mut Vec<f32>, rng: &mut Rng) -> Result<Vec<u8>> {
         check_fraction(self.fraction)?;
-        accumulate(update, residual)?;
-        let idx = top_k_indices(residual, self.k(update.len()), rng);
-        let bytes = encode_sparse(TAG_TOP_K, update.len(), &idx, |i| residual[i], 1.0);
+        let (d, k) = (update.len(), self.k(update.len()));
+        let idx = if k >= d || residual.len() != d {
+            // Also the first call (empty residual) and the error of a residual of another length.
+            accumulate(update, residual)?;
+            top_k_indices(residual, k, rng)
+        } else {
+            // The sample is drawn from update + residual before the fused pass computes it.
+            let mut sample = sample_magnitudes(d, rng, |i| residual[i] + update[i]);
+            let want = initial_want(k, sample.len(), d);
+            let threshold = rank_threshold(&mut sample, want);
+            let mut collected = Vec::with_capacity(k + k / 2 + 64);
+            if !accumulate_and_collect(update, residual, threshold, &mut collected) {
+                residual.iter_mut().for_each(|r| *r = 0.0);
+                return Err(Error::invalid("compression", "non-finite value in update"));
+            }
+            finish_top_k(residual, k, sample, Some((threshold, collected)))
+        };
+        let bytes = encode_sparse(TAG_TOP_K, d, &idx, |i| residual[i], 1.0);
         for &i in &idx {
             residual[i as usize] = 0.0;
         }
@@ -892,9 +1001,26 @@ mod tests {
         let mut residual = Vec::new();
         let mut received = vec![0.0f32; d];
         let mut rng = Rng::new(1);
-        for _ in 0..50 {
+        for round in 0..50 {
+            let acc: Vec<f32> = if round == 0 {
+                g.clone()
+            } else {
+                g.iter().zip(&residual).map(|(x, r)| x + r).collect()
+            };
             let bytes = c.compress(&g, &mut residual, &mut rng).unwrap();
-            for (r, x) in received.iter_mut().zip(c.decompress(&bytes, d).unwrap()) {
+            let sent = c.decompress(&bytes, d).unwrap();
+            // The fused pass sends exactly the top k of update + residual.
+            let mut mags: Vec<f32> = acc.iter().map(|x| x.abs()).collect();
+            mags.sort_unstable_by(|a, b| b.total_cmp(a));
+            let kth = mags[c.k(d) - 1];
+            let picked: Vec<usize> = (0..d).filter(|&i| sent[i] != 0.0).collect();
+            assert_eq!(picked.len(), c.k(d));
+            assert!(
+                picked
+                    .iter()
+                    .all(|&i| acc[i].abs() >= kth && sent[i] == acc[i])
+            );
+            for (r, x) in received.iter_mut().zip(sent) {
                 *r += x;
             }
         }
