@@ -230,7 +230,14 @@ fn keep_count(fraction: f64, dim: usize) -> usize {
     ((fraction * dim as f64).ceil() as usize).clamp(1, dim)
 }
 
-fn check_fraction(fraction: f64) -> Result<()> {
+/// Checks a sparse method's fraction and that indices of `dim` fit the `u32` they are kept in.
+fn check_sparse(fraction: f64, dim: usize) -> Result<()> {
+    if u32::try_from(dim).is_err() {
+        return Err(Error::invalid(
+            "compression",
+            format!("{dim} coordinates: sparse methods take at most 2^32 - 1"),
+        ));
+    }
     if fraction > 0.0 && fraction <= 1.0 {
         Ok(())
     } else {
@@ -473,7 +480,7 @@ impl Compressor for TopK {
     }
 
     fn compress(&self, update: &[f32], residual: &mut Vec<f32>, rng: &mut Rng) -> Result<Vec<u8>> {
-        check_fraction(self.fraction)?;
+        check_sparse(self.fraction, update.len())?;
         let (d, k) = (update.len(), self.k(update.len()));
         let idx = if k >= d || residual.len() != d {
             // Also the first call (empty residual) and the error of a residual of another length.
@@ -548,7 +555,7 @@ impl Compressor for RandomK {
     }
 
     fn compress(&self, update: &[f32], residual: &mut Vec<f32>, rng: &mut Rng) -> Result<Vec<u8>> {
-        check_fraction(self.fraction)?;
+        check_sparse(self.fraction, update.len())?;
         let d = update.len();
         let k = keep_count(self.fraction, d);
         let idx = random_k_indices(d, k, rng);
@@ -596,10 +603,11 @@ fn decode_sparse(r: &mut Reader<'_>, dim: usize) -> Result<Vec<f32>, DecodeError
         return Err(DecodeError::TooManyEntries { count, dim });
     }
     let count = count as usize;
-    if r.remaining() < count * 5 {
+    let least = count.saturating_mul(5);
+    if r.remaining() < least {
         return Err(DecodeError::Truncated {
             offset: r.pos,
-            needed: count * 5 - r.remaining(),
+            needed: least - r.remaining(),
         });
     }
     let mut idx = Vec::with_capacity(count);
@@ -1271,6 +1279,20 @@ mod tests {
         put_varint(&mut b, 1 << 40);
         put_varint(&mut b, 1 << 39);
         assert!(decode(&b, 1 << 40).is_err());
+        // Even when the expected dimension is absurd (no overflow in the size arithmetic).
+        let mut b = vec![TAG_TOP_K];
+        put_varint(&mut b, usize::MAX as u64);
+        put_varint(&mut b, usize::MAX as u64 - 1);
+        assert!(matches!(
+            decode(&b, usize::MAX),
+            Err(DecodeError::Truncated { .. })
+        ));
+        for tag in [TAG_QSGD, TAG_SIGN] {
+            let mut b = vec![tag];
+            put_varint(&mut b, usize::MAX as u64);
+            b.extend_from_slice(&[2, 0, 0, 0, 0, 0]);
+            assert!(decode(&b, usize::MAX).is_err());
+        }
     }
 
     proptest::proptest! {
