@@ -385,7 +385,7 @@ fn finish_top_k(
 
 /// Blocks of this many coordinates are checked for their largest magnitude first (a loop the
 /// compiler vectorizes); only blocks holding a candidate are looked into.
-const SCAN_BLOCK: usize = 16;
+const SCAN_BLOCK: usize = 32;
 
 /// `max(m, |v|)` written as a plain comparison (ignoring NaN), which compiles to a vector
 /// `maxps` even on baseline x86-64, where an integer maximum does not.
@@ -432,17 +432,14 @@ fn accumulate_and_collect(
     finite
 }
 
-/// Appends the indices (offset by `base`) of `block`'s magnitudes at or above `threshold`,
-/// without a branch per coordinate: every index is written and the length advanced only for
-/// the kept ones.
+/// Appends the indices (offset by `base`) of `block`'s magnitudes at or above `threshold`
+/// (a block that got here usually holds one or two).
 fn push_block(block: &[f32], base: usize, threshold: u32, out: &mut Vec<u32>) {
-    let mut w = out.len();
-    out.resize(w + block.len(), 0);
     for (i, &v) in block.iter().enumerate() {
-        out[w] = (base + i) as u32;
-        w += usize::from(mag(v) >= threshold);
+        if mag(v) >= threshold {
+            out.push((base + i) as u32);
+        }
     }
-    out.truncate(w);
 }
 
 /// Keeps the `k` largest magnitudes among `idx` (increasing; ties broken towards lower
