@@ -8,7 +8,9 @@
 //! Environment: `AGG=median|trimmed|krum` picks a robust aggregator instead of FedAvg
 //! (trimming 3 from each end; Multi-Krum with f = 3, m = 7), `ATTACK=flip|scale|alie` makes
 //! the first 3 clients attack (sign flip x3, scaling x10, "a little is enough" with z = 0.52),
-//! `BS=N` sets the batch size (16).
+//! `BS=N` sets the batch size (16), `COMPRESS=topk:F|randk:F|qsgd:BITS|sign` sends every
+//! client's delta through a compressor (top-k and sign with error feedback; random-k
+//! unbiased) and prints the traffic.
 
 #![allow(clippy::print_stdout)]
 
@@ -16,8 +18,8 @@ use std::path::PathBuf;
 
 use mesh_learning::simulation::{Attack, Federation, centralized};
 use mesh_learning::{
-    Aggregator, Architecture, Config, Dataset, FedAvg, Median, MultiKrum, Optimizer, Rng,
-    TrimmedMean, evaluate,
+    Aggregator, Architecture, Compressor, Config, Dataset, FedAvg, Median, MultiKrum, Optimizer,
+    Qsgd, RandomK, Rng, SignSgd, TopK, TrimmedMean, evaluate,
 };
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -101,14 +103,54 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         federation.attackers = 3;
         federation.attack = attack;
     }
-    let global = federation.run(aggregator.as_ref(), &mut rng.clone(), |r, m| {
+    let compressor: Option<Box<dyn Compressor>> = match std::env::var("COMPRESS") {
+        Ok(spec) => {
+            let (method, arg) = spec.split_once(':').unwrap_or((spec.as_str(), ""));
+            let fraction = || arg.parse::<f64>().map_err(|e| anyhow_like(&spec, &e));
+            Some(match method {
+                "topk" => Box::new(TopK {
+                    fraction: fraction()?,
+                }),
+                "randk" => Box::new(RandomK {
+                    fraction: fraction()?,
+                    error_feedback: false,
+                }),
+                "qsgd" => Box::new(Qsgd {
+                    bits: arg.parse().map_err(|e| anyhow_like(&spec, &e))?,
+                }),
+                "sign" => Box::new(SignSgd),
+                _ => return Err(anyhow_like(&spec, &"unknown method").into()),
+            })
+        }
+        Err(_) => None,
+    };
+    let report = |r: usize, m: &mesh_learning::Model| {
         let e = evaluate(m, &test)?;
         println!(
             "round {r:3}: test accuracy {:.4}, loss {:.4}",
             e.accuracy, e.loss
         );
         Ok(())
-    })?;
+    };
+    let global = match &compressor {
+        Some(c) => {
+            let (global, traffic) = federation.run_compressed(
+                aggregator.as_ref(),
+                c.as_ref(),
+                &mut rng.clone(),
+                report,
+            )?;
+            println!(
+                "{}: sent {} bytes instead of {} ({:.1}x less)",
+                c.name(),
+                traffic.sent,
+                traffic.dense,
+                traffic.ratio()
+            );
+            global
+        }
+        None => federation.run(aggregator.as_ref(), &mut rng.clone(), report)?,
+    };
     let fed_time = started.elapsed();
     let central_config = Config {
         epochs: rounds * epochs,
@@ -126,4 +168,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         f.accuracy, f.loss, fed_time, c.accuracy, c.loss, central_time
     );
     Ok(())
+}
+
+fn anyhow_like(spec: &str, e: &dyn std::fmt::Display) -> mesh_learning::Error {
+    mesh_learning::Error::Invalid {
+        what: "COMPRESS",
+        detail: format!("{spec}: {e}"),
+    }
 }

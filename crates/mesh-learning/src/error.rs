@@ -24,6 +24,9 @@ pub enum Error {
         /// Why.
         detail: String,
     },
+    /// A compressed update could not be decoded.
+    #[error("malformed compressed update: {0}")]
+    Decode(#[from] crate::compress::DecodeError),
     /// The tensor library failed.
     #[error("tensor operation failed: {0}")]
     Tensor(#[from] candle_core::Error),
@@ -43,6 +46,7 @@ impl HasKind for Error {
         match self {
             Self::Malformed { .. } => ErrorKind::Malformed,
             Self::Invalid { .. } => ErrorKind::InvalidInput,
+            Self::Decode(_) => ErrorKind::Malformed,
             Self::Tensor(_) => ErrorKind::Internal,
         }
     }

@@ -13,6 +13,9 @@
 //!   term, and evaluation (accuracy, loss);
 //! - [`aggregate`]: the [`Aggregator`] trait and its rules: FedAvg (weighted by samples) and
 //!   the Byzantine-robust coordinate-wise median, trimmed mean and Multi-Krum;
+//! - [`compress`]: the [`Compressor`] trait and its methods: top-k with error feedback and a
+//!   sampled threshold, random-k, QSGD-style stochastic quantization (8/4/2 bits) and 1-bit
+//!   sign with scale, with compact encodings whose decoders refuse malformed input;
 //! - [`privacy`]: per-update L2 clipping, Gaussian noise and a Rényi-DP [`Accountant`]
 //!   (subsampled Gaussian mechanism) reporting `(epsilon, delta)`;
 //! - [`simulation`]: federated training of many clients in one process, optionally with
@@ -29,6 +32,7 @@
 #![forbid(unsafe_code)]
 
 pub mod aggregate;
+pub mod compress;
 pub mod data;
 pub mod error;
 pub mod model;
@@ -38,6 +42,7 @@ pub mod simulation;
 pub mod train;
 
 pub use aggregate::{Aggregator, FedAvg, Median, MultiKrum, TrimmedMean, Update};
+pub use compress::{Compressor, DecodeError, Qsgd, RandomK, SignSgd, TopK};
 pub use data::Dataset;
 pub use error::{Error, Result};
 pub use model::{Architecture, Model};

@@ -4,6 +4,7 @@
 //! match, not that protocol.
 
 use crate::aggregate::{Aggregator, Update};
+use crate::compress::{Compressor, dense_bytes};
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::model::{Architecture, Model};
@@ -57,6 +58,22 @@ impl Dp {
     }
 }
 
+/// The update traffic of a compressed run, client to aggregator.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Traffic {
+    /// Bytes of the encoded messages sent.
+    pub sent: u64,
+    /// Bytes the same updates take as dense `f32` vectors.
+    pub dense: u64,
+}
+
+impl Traffic {
+    /// How many times smaller the messages were than the dense updates.
+    pub fn ratio(&self) -> f64 {
+        self.dense as f64 / self.sent.max(1) as f64
+    }
+}
+
 /// A federation: clients with their data, how they train, for how many rounds.
 #[derive(Debug, Clone, Copy)]
 pub struct Federation<'a> {
@@ -104,8 +121,32 @@ impl Federation<'_> {
         &self,
         aggregator: &dyn Aggregator,
         rng: &mut Rng,
-        mut after_round: impl FnMut(usize, &Model) -> Result<()>,
+        after_round: impl FnMut(usize, &Model) -> Result<()>,
     ) -> Result<Model> {
+        Ok(self.run_inner(aggregator, None, rng, after_round)?.0)
+    }
+
+    /// [`run`](Self::run) with every client sending its delta from the global model through
+    /// `compressor` (each client keeps its own error-feedback residual and its own fork of
+    /// `rng` for sampling), the aggregator decoding the messages and combining `global +
+    /// delta`. Returns the final model and the traffic.
+    pub fn run_compressed(
+        &self,
+        aggregator: &dyn Aggregator,
+        compressor: &dyn Compressor,
+        rng: &mut Rng,
+        after_round: impl FnMut(usize, &Model) -> Result<()>,
+    ) -> Result<(Model, Traffic)> {
+        self.run_inner(aggregator, Some(compressor), rng, after_round)
+    }
+
+    fn run_inner(
+        &self,
+        aggregator: &dyn Aggregator,
+        compressor: Option<&dyn Compressor>,
+        rng: &mut Rng,
+        mut after_round: impl FnMut(usize, &Model) -> Result<()>,
+    ) -> Result<(Model, Traffic)> {
         if self.clients.is_empty() || self.attackers > self.clients.len() {
             return Err(Error::invalid(
                 "federation",
@@ -128,14 +169,34 @@ impl Federation<'_> {
         let mut client_rngs: Vec<Rng> = self.clients.iter().map(|_| rng.fork()).collect();
         // Drawn only with DP on, so runs without it keep their streams.
         let mut server_rng = self.dp.map(|_| rng.fork());
+        // Likewise drawn only with compression on: (sampling rng, residual) per client.
+        let mut senders: Vec<(Rng, Vec<f32>)> = match compressor {
+            Some(_) => self
+                .clients
+                .iter()
+                .map(|_| (rng.fork(), Vec::new()))
+                .collect(),
+            None => Vec::new(),
+        };
+        let mut traffic = Traffic::default();
         for round in 1..=self.rounds {
             let start = global.parameters()?;
             let mut updates = Vec::with_capacity(self.clients.len());
-            for (data, client_rng) in self.clients.iter().zip(&mut client_rngs) {
+            for (i, (data, client_rng)) in self.clients.iter().zip(&mut client_rngs).enumerate() {
                 let mut model = Model::from_parameters(self.architecture, &start)?;
                 train(&mut model, data, &self.local, client_rng)?;
+                let mut parameters = model.parameters()?;
+                if let (Some(c), Some((send_rng, residual))) = (compressor, senders.get_mut(i)) {
+                    let delta: Vec<f32> =
+                        parameters.iter().zip(&start).map(|(p, g)| p - g).collect();
+                    let message = c.compress(&delta, residual, send_rng)?;
+                    traffic.sent += message.len() as u64;
+                    traffic.dense += dense_bytes(delta.len()) as u64;
+                    let received = c.decompress(&message, start.len())?;
+                    parameters = start.iter().zip(&received).map(|(g, d)| g + d).collect();
+                }
                 updates.push(Update {
-                    parameters: model.parameters()?,
+                    parameters,
                     samples: data.len() as u64,
                 });
             }
@@ -159,7 +220,7 @@ impl Federation<'_> {
             global.set_parameters(&next)?;
             after_round(round, &global)?;
         }
-        Ok(global)
+        Ok((global, traffic))
     }
 
     fn attack_updates(&self, global: &[f32], attackers: &mut [Update]) {

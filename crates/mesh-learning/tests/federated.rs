@@ -6,7 +6,7 @@
 mod common;
 
 use mesh_learning::simulation::{Dp, Federation, centralized};
-use mesh_learning::{Architecture, Config, Dataset, FedAvg, Optimizer, Rng, evaluate};
+use mesh_learning::{Architecture, Config, Dataset, FedAvg, Optimizer, Rng, TopK, evaluate};
 
 const ARCH: Architecture = Architecture::Mlp {
     inputs: 64,
@@ -144,4 +144,36 @@ fn dp_fedavg_trains_and_reports_its_privacy_spending() {
     .run(&FedAvg, &mut rng.clone(), |_, _| Ok(()))
     .unwrap();
     assert_ne!(quiet.parameters().unwrap(), model.parameters().unwrap());
+}
+
+/// Issue #6's acceptance: top-k 1% with error feedback (each client keeps its residual) ends
+/// within one point of uncompressed FedAvg, sending a small fraction of the bytes.
+#[test]
+fn top_k_one_percent_with_error_feedback_matches_fedavg() {
+    let (_, test, clients, rng) = setup(1);
+    let (rounds, fraction) = (80, 0.01);
+    let federation = Federation::new(ARCH, &clients, local(1), rounds);
+    let plain = federation
+        .run(&FedAvg, &mut rng.clone(), |_, _| Ok(()))
+        .unwrap();
+    let mut curve = Vec::new();
+    let (compressed, traffic) = federation
+        .run_compressed(&FedAvg, &TopK { fraction }, &mut rng.clone(), |r, m| {
+            if r % 10 == 0 {
+                curve.push((r, evaluate(m, &test)?.accuracy));
+            }
+            Ok(())
+        })
+        .unwrap();
+    let (p, c) = (
+        evaluate(&plain, &test).unwrap().accuracy,
+        evaluate(&compressed, &test).unwrap().accuracy,
+    );
+    println!(
+        "rounds {rounds} fraction {fraction}: fedavg {p}, top-k {c}, traffic {traffic:?} \
+         (ratio {:.1}), curve {curve:?}",
+        traffic.ratio()
+    );
+    assert!(c >= p - 0.01, "top-k {c} vs fedavg {p}");
+    assert!(traffic.ratio() > 15.0, "{traffic:?}");
 }
