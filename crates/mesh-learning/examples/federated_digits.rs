@@ -50,8 +50,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let seed: u64 = arg(4, "1").parse()?;
     let lr: f32 = arg(5, "0.05").parse()?;
 
+    // Where `cargo xtask data` puts it: $MESH_DATA_DIR, else $CARGO_TARGET_DIR/data, else the
+    // workspace's target/data.
     let dir = std::env::var_os("MESH_DATA_DIR")
         .map(PathBuf::from)
+        .or_else(|| std::env::var_os("CARGO_TARGET_DIR").map(|t| PathBuf::from(t).join("data")))
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/data"));
     let path = dir.join("digits.csv");
     let text = std::fs::read_to_string(&path)
