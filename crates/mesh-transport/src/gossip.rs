@@ -94,25 +94,22 @@ impl Batch {
     }
 }
 
-/// Wraps `payload` (a [`Batch`] body) for `topic`, signed by `keypair` (an Ed25519 key).
+/// Wraps `payload` (a [`Batch`] body) for `topic`, signed by `keypair`.
 pub(crate) fn seal(
-    keypair: &identity::Keypair,
+    keypair: &identity::ed25519::Keypair,
     topic: &str,
     seq: u64,
     payload: &[u8],
-) -> Option<Vec<u8>> {
-    let key = keypair.public().try_into_ed25519().ok()?.to_bytes();
-    let sig = keypair
-        .sign(&signed_bytes(topic, &key, seq, payload))
-        .ok()?;
-    let sig: [u8; 64] = sig.try_into().ok()?;
+) -> Vec<u8> {
+    let key = keypair.public().to_bytes();
+    let sig = keypair.sign(&signed_bytes(topic, &key, seq, payload));
     let mut out = Vec::with_capacity(HEADER + payload.len());
     out.push(VERSION);
     out.extend_from_slice(&key);
     out.extend_from_slice(&seq.to_le_bytes());
     out.extend_from_slice(&sig);
     out.extend_from_slice(payload);
-    Some(out)
+    out
 }
 
 /// An envelope taken apart, not yet verified.
@@ -207,13 +204,19 @@ mod tests {
 
     #[test]
     fn envelopes_verify_and_reject_tampering() {
-        let kp = crate::keypair_from_seed(&[5; 32]).unwrap();
+        let kp = crate::keypair_from_seed(&[5; 32])
+            .unwrap()
+            .try_into_ed25519()
+            .unwrap();
         let mut batch = Batch::default();
         batch.push(b"hello");
-        let sealed = seal(&kp, "t", 9, batch.body()).unwrap();
+        let sealed = seal(&kp, "t", 9, batch.body());
         let keys = &mut KeyCache::default();
         let o = Opened::parse("t", &sealed, keys).unwrap();
-        assert_eq!(o.author(), Some(kp.public().to_peer_id()));
+        assert_eq!(
+            o.author(),
+            Some(identity::PublicKey::from(kp.public()).to_peer_id())
+        );
         // Another topic, a flipped payload bit, a short envelope.
         let other_topic = Opened::parse("u", &sealed, keys).unwrap();
         let mut flipped = sealed.clone();
@@ -236,7 +239,10 @@ mod tests {
 
     #[test]
     fn batches_keep_order_and_bounds() {
-        let kp = crate::keypair_from_seed(&[6; 32]).unwrap();
+        let kp = crate::keypair_from_seed(&[6; 32])
+            .unwrap()
+            .try_into_ed25519()
+            .unwrap();
         let mut batch = Batch::default();
         let messages: Vec<Vec<u8>> = (0..300u16)
             .map(|i| vec![i as u8; usize::from(i % 7)])
@@ -250,7 +256,7 @@ mod tests {
             !batch.fits(1 << 20, 1 << 20),
             "a full batch takes no more bytes"
         );
-        let sealed = seal(&kp, "t", 1, batch.body()).unwrap();
+        let sealed = seal(&kp, "t", 1, batch.body());
         let o = Opened::parse("t", &sealed, &mut KeyCache::default()).unwrap();
         assert_eq!(o.len(), 300);
         assert_eq!(o.into_messages().collect::<Vec<_>>(), messages);
@@ -276,8 +282,11 @@ mod tests {
             split(&vec![0; MAX_BATCH_ITEMS]).map(|i| i.len()),
             Some(MAX_BATCH_ITEMS)
         );
-        let kp = crate::keypair_from_seed(&[7; 32]).unwrap();
-        let sealed = seal(&kp, "t", 1, &[3, 1, 2]).unwrap();
+        let kp = crate::keypair_from_seed(&[7; 32])
+            .unwrap()
+            .try_into_ed25519()
+            .unwrap();
+        let sealed = seal(&kp, "t", 1, &[3, 1, 2]);
         assert!(Opened::parse("t", &sealed, &mut KeyCache::default()).is_none());
     }
 }

@@ -348,7 +348,8 @@ impl Transport {
         let max_len = config.max_message_len;
         let cfg = config.clone();
         let mut registry = prometheus_client::registry::Registry::default();
-        let signing_key = keypair.clone();
+        // Gossip envelopes are Ed25519-signed; another key type cannot publish (said per call).
+        let signing_key = keypair.clone().try_into_ed25519().ok();
         let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
             .with_tokio()
             .with_tcp(
@@ -754,7 +755,7 @@ const VALIDATION_BATCH: usize = 256;
 
 struct Driver {
     /// Signs our gossip envelopes.
-    signing_key: identity::Keypair,
+    signing_key: Option<identity::ed25519::Keypair>,
     gossip_seq: u64,
     /// Messages published per topic, waiting for the next flush.
     outgoing: HashMap<String, crate::gossip::Batch>,
@@ -885,7 +886,7 @@ impl Driver {
     /// Queues `data` for the next batch on `topic`. Refuses what gossipsub would refuse at
     /// publishing time (no subscribed peer, a key that cannot sign), so callers still hear it.
     fn queue_gossip(&mut self, topic: String, data: &[u8]) -> Result<()> {
-        if self.signing_key.public().try_into_ed25519().is_err() {
+        if self.signing_key.is_none() {
             return Err(Error::Publish {
                 topic,
                 detail: "this node's key cannot sign gossip (not Ed25519)".into(),
@@ -940,7 +941,10 @@ impl Driver {
             return;
         }
         self.gossip_seq = self.gossip_seq.wrapping_add(1);
-        let sealed = crate::gossip::seal(&self.signing_key, topic, self.gossip_seq, batch.body());
+        let sealed = self
+            .signing_key
+            .as_ref()
+            .map(|key| crate::gossip::seal(key, topic, self.gossip_seq, batch.body()));
         let result = match sealed {
             Some(data) => self
                 .swarm
