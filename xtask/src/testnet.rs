@@ -28,17 +28,7 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     let mut ran = Vec::new();
     for example in EXAMPLES {
         let dir = data.join(example);
-        let mut cmd = cargo();
-        cmd.args([
-            "run",
-            "--quiet",
-            "--release",
-            "-p",
-            "mesh-examples",
-            "--example",
-            example,
-            "--",
-        ]);
+        let mut cmd = release_run(&["-p", "mesh-examples", "--example", example]);
         cmd.arg(&dir);
         step(&format!("{example} (data in {})", dir.display()), cmd)?;
         ran.push(format!(
@@ -50,17 +40,8 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     // The consensus validators' ledgers, checked from genesis by the light-client tool.
     for v in 0..4 {
         let dir = data.join("consensus_mesh").join(format!("v{v}"));
-        let mut cmd = cargo();
-        cmd.args([
-            "run",
-            "--quiet",
-            "--release",
-            "-p",
-            "mesh-ledger",
-            "--",
-            "verify",
-        ]);
-        cmd.arg(&dir);
+        let mut cmd = release_run(&["-p", "mesh-ledger"]);
+        cmd.arg("verify").arg(&dir);
         step(&format!("mesh-ledger verify {}", dir.display()), cmd)?;
         ran.push(format!(
             "mesh-ledger verify: validator {v}'s ledger verified"
@@ -70,23 +51,8 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     // Federated learning on the real digits: 10 non-IID clients, FedAvg against centralized
     // training on the same model and epochs, accuracy printed per round.
     crate::data::ensure_digits().context("fetching the digits data set (cargo xtask data)")?;
-    let mut cmd = cargo();
-    cmd.args([
-        "run",
-        "--quiet",
-        "--release",
-        "-p",
-        "mesh-learning",
-        "--example",
-        "federated_digits",
-        "--",
-        "mlp64",
-        "80",
-        "1",
-        "0.5",
-        "1",
-        "0.1",
-    ]);
+    let mut cmd = release_run(&["-p", "mesh-learning", "--example", "federated_digits"]);
+    cmd.args(["mlp64", "80", "1", "0.5", "1", "0.1"]);
     step(
         "federated learning on the digits (10 non-IID clients, FedAvg vs centralized)",
         cmd,
@@ -101,4 +67,13 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     println!("  not yet in the tree: mesh-node, mesh-coordinator and mesh-agent binaries");
     println!("  (see README.md, \"Status\"); this command starts them once they exist.");
     Ok(())
+}
+
+/// `cargo run --quiet --release <what> --`: the caller appends the program's arguments.
+fn release_run(what: &[&str]) -> std::process::Command {
+    let mut cmd = cargo();
+    cmd.args(["run", "--quiet", "--release"])
+        .args(what)
+        .arg("--");
+    cmd
 }
