@@ -661,6 +661,18 @@ pub struct CommittedBlock {
 }
 
 impl CommittedBlock {
+    /// A block of `batch` under `cert`; refuses a certificate that is not a commit
+    /// certificate for this batch.
+    pub fn new(prev: Digest, cert: Certificate, batch: Arc<Batch>) -> Result<Self> {
+        if cert.phase != Phase::Commit || batch.digest() != cert.digest {
+            return Err(Error::invalid(
+                "block",
+                "certificate is not a commit certificate for this batch",
+            ));
+        }
+        Ok(Self { prev, batch, cert })
+    }
+
     /// The height.
     pub fn seq(&self) -> u64 {
         self.cert.seq
@@ -686,17 +698,7 @@ impl CommittedBlock {
             .len_prefixed("block batch", limits.max_batch_bytes)
             .map_err(Error::malformed("block"))?;
         let batch = Batch::decode(bytes, limits)?;
-        if cert.phase != Phase::Commit || batch.digest() != cert.digest {
-            return Err(Error::invalid(
-                "block",
-                "certificate is not a commit certificate for this batch",
-            ));
-        }
-        Ok(Self {
-            prev,
-            batch: Arc::new(batch),
-            cert,
-        })
+        Self::new(prev, cert, Arc::new(batch))
     }
 
     /// Decodes a whole buffer holding one block.

@@ -237,6 +237,9 @@ pub struct Replica<S: Storage> {
     unsaved_batches: Vec<Arc<Batch>>,
     /// Stored batches no longer needed (below the stable checkpoint).
     forget_batches: Vec<Digest>,
+    /// Batches held in storage (saved with the vote state, not yet forgotten), each with
+    /// whether a ledger record refers to it as a block's body (then it is never forgotten).
+    stored: HashMap<Digest, bool>,
     id: NodeId,
     ed25519: SigningKey,
     scheme: Box<dyn Scheme>,
@@ -355,6 +358,7 @@ impl<S: Storage> Replica<S> {
             replay_future: false,
             unsaved_batches: Vec::new(),
             forget_batches: Vec::new(),
+            stored: HashMap::new(),
             id,
             ed25519,
             scheme,
@@ -490,6 +494,9 @@ impl<S: Storage> Replica<S> {
                         && let Some(b) = self.storage.load_batch(&d)?
                     {
                         self.batches.insert(d, Arc::new(b));
+                        // At a height already executed, the ledger may refer to this batch:
+                        // keep it for good (at worst a redundant copy stays behind).
+                        self.stored.insert(d, s.seq <= self.executed);
                     }
                 }
                 let slot = self.slots.entry(s.seq).or_default();
@@ -1256,7 +1263,15 @@ impl<S: Storage> Replica<S> {
 
     fn execute(&mut self, block: CommittedBlock) -> Result<()> {
         let seq = block.seq();
-        self.storage.append_block(&block)?;
+        // A batch already stored with the vote state becomes the block's body by reference.
+        let body_stored = match self.stored.get_mut(&block.cert.digest) {
+            Some(in_ledger) => {
+                *in_ledger = true;
+                true
+            }
+            None => false,
+        };
+        self.storage.append_block(&block, body_stored)?;
         self.head = block.hash();
         self.executed = seq;
         let mut executed = Vec::new();
@@ -1393,9 +1408,11 @@ impl<S: Storage> Replica<S> {
             .filter_map(|s| s.accepted.map(|a| a.1))
             .collect();
         let forget = &mut self.forget_batches;
+        let stored = &mut self.stored;
         self.batches.retain(|d, _| {
             let keep = live.contains(d);
-            if !keep {
+            // A block's body in the ledger stays in storage.
+            if !keep && stored.remove(d) != Some(true) {
                 forget.push(*d);
             }
             keep
@@ -2157,10 +2174,15 @@ impl<S: Storage> Replica<S> {
                     })
                     .collect(),
             };
-            let batches = std::mem::take(&mut self.unsaved_batches);
+            // One pruned below the stable checkpoint in this same step needs no storing.
+            let mut batches = std::mem::take(&mut self.unsaved_batches);
+            batches.retain(|b| self.batches.contains_key(&b.digest()));
             let forget = std::mem::take(&mut self.forget_batches);
             self.storage
                 .save_state(&state.encode(), &batches, &forget)?;
+            for b in &batches {
+                self.stored.entry(b.digest()).or_insert(false);
+            }
         }
         Ok(())
     }
@@ -2192,8 +2214,8 @@ fn certify_votes(
         .iter()
         .filter_map(|i| votes.get(i).map(|v| v.1))
         .collect();
-    match scheme.aggregate(&sigs) {
-        Some(agg) if scheme.verify(set, &voters, msg, &agg) => {
+    match scheme.certify(set, &voters, msg, &sigs) {
+        Some(agg) => {
             let mut signers = SignerBitmap::new(set.len())?;
             for &i in &voters {
                 signers.set(i)?;

@@ -5,6 +5,12 @@
 //! before that step's messages leave; and the *ledger*, one record per committed block,
 //! appended in height order. Both writes return only when durable, so a replica restarted
 //! from its storage never contradicts a vote it sent.
+//!
+//! A block's batch is written once: the batches a replica votes for are stored with its vote
+//! state (they must outlive a crash before the block commits), and when one of them commits
+//! the ledger record holds the block's header and certificate and refers to that stored batch
+//! instead of copying it. A block learnt by state transfer, whose batch was never stored,
+//! is recorded whole.
 
 use mesh_store::{Kv, Log, Store};
 use mesh_types::Digest;
@@ -27,8 +33,10 @@ pub trait Storage {
     -> Result<()>;
     /// A batch stored by [`Storage::save_state`], if still held.
     fn load_batch(&self, digest: &Digest) -> Result<Option<Batch>>;
-    /// Appends the block at height `last_seq() + 1`.
-    fn append_block(&mut self, block: &CommittedBlock) -> Result<()>;
+    /// Appends the block at height `last_seq() + 1`. With `body_stored`, its batch is one
+    /// that [`Storage::save_state`] stored and that will never be in a later `forget` list:
+    /// the record may refer to it instead of holding a copy.
+    fn append_block(&mut self, block: &CommittedBlock, body_stored: bool) -> Result<()>;
     /// The height of the last appended block (0 if none).
     fn last_seq(&self) -> Result<u64>;
     /// The block at `seq`, if held.
@@ -41,6 +49,12 @@ pub trait Storage {
     /// Records the genesis validator set (once, when the ledger is created).
     fn save_genesis(&mut self, genesis: &[u8]) -> Result<()>;
 }
+
+/// Ledger record tag: the whole block follows.
+const RECORD_WHOLE: u8 = 1;
+/// Ledger record tag: the block's `prev` and certificate follow; its batch is the one stored
+/// under [`batch_key`] of the certificate's digest.
+const RECORD_BY_REF: u8 = 2;
 
 /// The key of a stored batch in the state tree.
 fn batch_key(digest: &Digest) -> Vec<u8> {
@@ -103,7 +117,7 @@ impl<S: Store> Storage for StoreStorage<S> {
             .transpose()
     }
 
-    fn append_block(&mut self, block: &CommittedBlock) -> Result<()> {
+    fn append_block(&mut self, block: &CommittedBlock, body_stored: bool) -> Result<()> {
         let next = self.ledger.bounds()?.next;
         if block.seq() != next + 1 {
             return Err(Error::invalid(
@@ -111,7 +125,20 @@ impl<S: Store> Storage for StoreStorage<S> {
                 format!("block {} after height {next}", block.seq()),
             ));
         }
-        self.ledger.append_one(&block.to_bytes())?;
+        // The empty batch is never stored: it is always recorded inline (it costs a byte).
+        let record = if body_stored && !block.batch.is_empty() {
+            let mut out = Vec::with_capacity(256);
+            out.push(RECORD_BY_REF);
+            out.extend_from_slice(block.prev.as_bytes());
+            block.cert.encode(&mut out);
+            out
+        } else {
+            let mut out = Vec::with_capacity(block.batch.bytes().len() + 256);
+            out.push(RECORD_WHOLE);
+            block.encode(&mut out);
+            out
+        };
+        self.ledger.append_one(&record)?;
         Ok(())
     }
 
@@ -125,7 +152,7 @@ impl<S: Store> Storage for StoreStorage<S> {
         };
         self.ledger
             .get(index)?
-            .map(|b| CommittedBlock::from_bytes(&b, &self.limits))
+            .map(|record| self.read_record(&record).map(|(block, _)| block))
             .transpose()
     }
 
@@ -139,11 +166,54 @@ impl<S: Store> Storage for StoreStorage<S> {
 
     fn blocks(&self, from: u64, max: usize, max_bytes: usize) -> Result<Vec<CommittedBlock>> {
         let from = from.max(1);
-        self.ledger
-            .scan(from - 1, max, max_bytes)?
-            .into_iter()
-            .map(|(_, b)| CommittedBlock::from_bytes(&b, &self.limits))
-            .collect()
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        for (_, record) in self.ledger.scan(from - 1, max, max_bytes)? {
+            // Records that refer to a stored batch are small: count the batch too.
+            let (block, size) = self.read_record(&record)?;
+            if !out.is_empty() && bytes + size > max_bytes {
+                break;
+            }
+            bytes += size;
+            out.push(block);
+        }
+        Ok(out)
+    }
+}
+
+impl<S: Store> StoreStorage<S> {
+    /// Decodes a ledger record (loading the batch it refers to); returns the block and its
+    /// size with its batch.
+    fn read_record(&self, record: &[u8]) -> Result<(CommittedBlock, usize)> {
+        let m = || Error::malformed("ledger record");
+        let mut r = Reader::new(record);
+        let block = match r.u8().map_err(m())? {
+            RECORD_WHOLE => CommittedBlock::decode(&mut r, &self.limits)?,
+            RECORD_BY_REF => {
+                let prev = Digest(r.array().map_err(m())?);
+                let cert = Certificate::decode(&mut r, &self.limits)?;
+                let batch = self.load_batch(&cert.digest)?.ok_or_else(|| {
+                    Error::invalid(
+                        "ledger record",
+                        format!(
+                            "the batch of block {} ({}) is missing from the store",
+                            cert.seq,
+                            cert.digest.short()
+                        ),
+                    )
+                })?;
+                CommittedBlock::new(prev, cert, Arc::new(batch))?
+            }
+            tag => {
+                return Err(Error::invalid(
+                    "ledger record",
+                    format!("unknown record kind {tag}"),
+                ));
+            }
+        };
+        r.finish().map_err(m())?;
+        let size = record.len() + block.batch.bytes().len();
+        Ok((block, size))
     }
 }
 
@@ -292,9 +362,9 @@ mod tests {
         assert_eq!(s.last_seq().unwrap(), 0);
         let b1 = block(1, Digest::default());
         let b2 = block(2, b1.hash());
-        assert!(s.append_block(&b2).is_err());
-        s.append_block(&b1).unwrap();
-        s.append_block(&b2).unwrap();
+        assert!(s.append_block(&b2, false).is_err());
+        s.append_block(&b1, false).unwrap();
+        s.append_block(&b2, false).unwrap();
         assert_eq!(s.last_seq().unwrap(), 2);
         assert_eq!(s.block(2).unwrap().unwrap(), b2);
         assert_eq!(s.block(0).unwrap(), None);
@@ -302,6 +372,38 @@ mod tests {
         // A second handle on the same store sees the same ledger (a restart).
         let s2 = StoreStorage::open(&store, Limits::default()).unwrap();
         assert_eq!(s2.blocks(2, 10, 1).unwrap(), vec![b2]);
+    }
+
+    #[test]
+    fn ledger_refers_to_stored_batches_and_counts_them_in_reads() {
+        let store = MemStore::new();
+        let mut s = StoreStorage::open(&store, Limits::default()).unwrap();
+        let b1 = block(1, Digest::default());
+        let b2 = block(2, b1.hash());
+        s.save_state(b"vote state", std::slice::from_ref(&b1.batch), &[])
+            .unwrap();
+        s.append_block(&b1, true).unwrap();
+        s.append_block(&b2, false).unwrap();
+        // The first record is small: it refers to the stored batch rather than copying it.
+        let log = store.log("consensus.ledger").unwrap();
+        let first = log.get(0).unwrap().unwrap();
+        assert!(first.len() < b1.to_bytes().len(), "{} bytes", first.len());
+        assert_eq!(s.block(1).unwrap().unwrap(), b1);
+        assert_eq!(
+            s.blocks(1, 10, 1 << 20).unwrap(),
+            vec![b1.clone(), b2.clone()]
+        );
+        // The byte budget counts the referred batch: one block when it does not fit both.
+        let budget = b1.to_bytes().len() + 8;
+        assert_eq!(s.blocks(1, 10, budget).unwrap(), vec![b1.clone()]);
+        // A ledger whose referred batch went missing is reported, not misread.
+        s.save_state(b"vote state", &[], &[b1.batch.digest()])
+            .unwrap();
+        assert!(s.block(1).is_err());
+        assert!(s.blocks(1, 10, 1 << 20).is_err());
+        // Unknown record kinds are refused.
+        log.append_one(&[9, 9, 9]).unwrap();
+        assert!(s.block(3).is_err());
     }
 
     #[test]

@@ -229,6 +229,36 @@ pub fn aggregate_signatures<'a>(
         })
 }
 
+/// Aggregates compressed signatures into one, checking subgroup membership once, on the
+/// sum, instead of on each signature: a sum of points outside the subgroup that lands inside
+/// it is the sum of what their signers could have signed honestly, and a sum outside it is
+/// refused. Each encoding must still be a point on the curve. This is how a quorum's votes
+/// become a certificate at a fraction of the cost of [`BlsSignature::from_bytes`] on each;
+/// to find which signature is bad when the aggregate fails to verify, parse them one by one.
+pub fn aggregate_compressed<'a>(
+    signatures: impl IntoIterator<Item = &'a [u8; SIGNATURE_LEN]>,
+) -> Result<BlsSignature> {
+    let invalid = |detail| Error::Invalid {
+        what: "signature aggregate",
+        detail,
+    };
+    let mut sum: Option<AggregateSignature> = None;
+    for bytes in signatures {
+        let point =
+            Signature::from_bytes(bytes).map_err(|_| invalid("not a compressed G2 point"))?;
+        match &mut sum {
+            None => sum = Some(AggregateSignature::from_signature(&point)),
+            Some(agg) => agg
+                .add_signature(&point, false)
+                .map_err(|_| invalid("invalid signature"))?,
+        }
+    }
+    let sum = sum.ok_or_else(|| invalid("no signatures to aggregate"))?;
+    sum.validate()
+        .map_err(|_| invalid("the sum is not in the G2 subgroup"))?;
+    Ok(BlsSignature(sum.to_signature()))
+}
+
 /// Aggregates public keys into one (the sum of the points). Fails on an empty list or if the
 /// sum is the identity.
 pub fn aggregate_public_keys<'a>(
@@ -455,6 +485,40 @@ mod tests {
                 .public_key(),
             pks[2]
         );
+    }
+
+    #[test]
+    fn compressed_aggregates_check_the_sum() {
+        let keys: Vec<BlsSecretKey> = (0..4u8)
+            .map(|i| BlsSecretKey::from_ikm(&[i; 32]).unwrap())
+            .collect();
+        let pks: Vec<BlsPublicKey> = keys.iter().map(BlsSecretKey::public_key).collect();
+        let sigs: Vec<[u8; SIGNATURE_LEN]> =
+            keys.iter().map(|k| k.sign(b"block 9").to_bytes()).collect();
+        let agg = aggregate_compressed(&sigs).unwrap();
+        let parsed: Vec<BlsSignature> = sigs
+            .iter()
+            .map(|s| BlsSignature::from_bytes(s).unwrap())
+            .collect();
+        assert_eq!(agg, aggregate_signatures(&parsed).unwrap());
+        fast_aggregate_verify(&pks, b"block 9", &agg).unwrap();
+        assert!(aggregate_compressed(std::iter::empty()).is_err());
+        // A point on the curve but outside the G2 subgroup (almost every x that decodes is
+        // one): refused alone and in a sum.
+        let outside = (0u8..=255)
+            .map(|k| {
+                let mut b = [0u8; SIGNATURE_LEN];
+                b[0] = 0x80;
+                b[SIGNATURE_LEN - 1] = k;
+                b
+            })
+            .find(|b| Signature::from_bytes(b).is_ok())
+            .unwrap();
+        assert!(BlsSignature::from_bytes(&outside).is_err());
+        assert!(aggregate_compressed([&outside]).is_err());
+        assert!(aggregate_compressed([&sigs[0], &outside, &sigs[1]]).is_err());
+        // Bytes that are no point at all.
+        assert!(aggregate_compressed([&[0xff; SIGNATURE_LEN]]).is_err());
     }
 
     #[test]

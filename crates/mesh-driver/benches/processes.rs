@@ -8,8 +8,9 @@
 //! allows) for committed requests/s, and an offered 10,000 requests/s for end-to-end latency
 //! (from the request's scheduled submission to its committed receipt).
 //!
-//! Knobs for experiments (environment): `MESH_BENCH_INFLIGHT` (pipeline depth) and
-//! `MESH_BENCH_WINDOW` (client window: requests in flight per node). Measured with the
+//! Knobs for experiments (environment): `MESH_BENCH_INFLIGHT` (pipeline depth),
+//! `MESH_BENCH_WINDOW` (client window: requests in flight per node) and `MESH_BENCH_ONLY`
+//! (words among `opaque`, `signed`, `saturation`, `10k`: run only those). Measured with the
 //! defaults, a window of 8,192 instead of 1,024 changed nothing (33.5k vs 37-40k requests/s):
 //! the run is bound by CPU (BLS per block), not by requests in flight.
 //!
@@ -65,6 +66,21 @@ fn addr(i: usize, port: u16) -> mesh_transport::Multiaddr {
     format!("/ip4/127.0.0.1/tcp/{port}/p2p/{peer}")
         .parse()
         .unwrap()
+}
+
+/// CPU time this process has used (user + system), from `/proc/self/stat`, in clock ticks
+/// (1/100 s on Linux); 0 where that file does not exist.
+fn cpu_ticks() -> u64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0;
+    };
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after the name.
+    fields
+        .get(11..13)
+        .map_or(0, |f| f.iter().filter_map(|x| x.parse::<u64>().ok()).sum())
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -151,6 +167,8 @@ fn child(index: usize) {
             let mut signed_requests = signed_requests.into_iter();
             // At most a client window of signed requests in flight (the handle caps its own).
             let window = std::sync::Arc::new(tokio::sync::Semaphore::new(1024));
+            let height_before = handle.status().executed;
+            let cpu_before = cpu_ticks();
             let (tx, mut rx) = tokio::sync::mpsc::channel::<Option<Duration>>(count.max(1));
             let start = Instant::now();
             for i in 0..count {
@@ -181,9 +199,11 @@ fn child(index: usize) {
                 }
             }
             let elapsed = start.elapsed();
+            let blocks = handle.status().executed - height_before;
+            let cpu = cpu_ticks() - cpu_before;
             lat.sort();
             println!(
-                "DONE {} {} {} {} {}",
+                "DONE {} {} {} {} {} {blocks} {cpu}",
                 lat.len(),
                 failed,
                 elapsed.as_micros(),
@@ -225,12 +245,15 @@ impl Child {
 }
 
 fn parent() {
+    let only = std::env::var("MESH_BENCH_ONLY").unwrap_or_default();
     for mode in ["opaque", "signed"] {
-        run_mode(mode);
+        if only.is_empty() || only.contains(mode) {
+            run_mode(mode, &only);
+        }
     }
 }
 
-fn run_mode(mode: &str) {
+fn run_mode(mode: &str, only: &str) {
     let dir = tempfile::tempdir().unwrap();
     let ports: Vec<u16> = (0..N)
         .map(|_| {
@@ -284,6 +307,11 @@ fn run_mode(mode: &str) {
     ];
     println!("consensus over 4 processes on loopback, 512-byte {mode} requests");
     for (name, rate_per_node, per_node) in runs {
+        if only.contains("saturation") && rate_per_node < 1.0e6
+            || only.contains("10k") && rate_per_node >= 1.0e6
+        {
+            continue;
+        }
         for c in &mut children {
             writeln!(c.stdin, "GO {rate_per_node} {per_node}").unwrap();
         }
@@ -292,6 +320,8 @@ fn run_mode(mode: &str) {
         let mut longest = 0u64;
         let mut p50s = Vec::new();
         let mut p99s = Vec::new();
+        let mut blocks = 0u64;
+        let mut cpu_ticks = 0u64;
         for c in &children {
             let done = c.expect("DONE", Duration::from_secs(300));
             let f: Vec<u64> = done
@@ -304,16 +334,21 @@ fn run_mode(mode: &str) {
             longest = longest.max(f[2]);
             p50s.push(f[3]);
             p99s.push(f[4]);
+            blocks = blocks.max(f[5]);
+            cpu_ticks += f[6];
         }
         p50s.sort_unstable();
         let rate = committed as f64 / (longest as f64 / 1e6);
         println!(
             "{name:>14}: {committed} committed ({failed} failed) in {:.2} s = {:.0} requests/s; \
-             latency p50 {:.1} ms (median of nodes), p99 {:.1} ms (worst node)",
+             latency p50 {:.1} ms (median of nodes), p99 {:.1} ms (worst node); \
+             {blocks} blocks, {:.0} requests/block; CPU {:.1} us/request (4 processes)",
             longest as f64 / 1e6,
             rate,
             p50s[p50s.len() / 2] as f64 / 1e3,
             p99s.iter().max().copied().unwrap_or(0) as f64 / 1e3,
+            committed as f64 / blocks.max(1) as f64,
+            cpu_ticks as f64 * 1e4 / committed.max(1) as f64,
         );
     }
 }
