@@ -18,6 +18,11 @@
 //!   sign with scale, with compact encodings whose decoders refuse malformed input;
 //! - [`privacy`]: per-update L2 clipping, Gaussian noise and a Rényi-DP [`Accountant`]
 //!   (subsampled Gaussian mechanism) reporting `(epsilon, delta)`;
+//! - [`round`]: the round protocol as a sans-IO state machine: trainers send signed,
+//!   compressed updates, the aggregator combines them and proposes a candidate, validators
+//!   evaluate it and vote, the candidate's hash is committed through consensus, and every
+//!   node adopts only a committed model ([`model_id`](round::model_id) names models by
+//!   content);
 //! - [`simulation`]: federated training of many clients in one process, optionally with
 //!   attackers (sign flipping, scaling, "a little is enough"), and the centralized baseline it
 //!   is measured against;
@@ -38,6 +43,7 @@ pub mod error;
 pub mod model;
 pub mod privacy;
 pub mod rng;
+pub mod round;
 pub mod simulation;
 pub mod train;
 
