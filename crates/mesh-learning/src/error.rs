@@ -27,6 +27,9 @@ pub enum Error {
     /// A compressed update could not be decoded.
     #[error("malformed compressed update: {0}")]
     Decode(#[from] crate::compress::DecodeError),
+    /// A secure-aggregation step failed or a message was refused.
+    #[error("secure aggregation: {0}")]
+    SecAgg(#[from] crate::secagg::Error),
     /// The tensor library failed.
     #[error("tensor operation failed: {0}")]
     Tensor(#[from] candle_core::Error),
@@ -47,8 +50,21 @@ impl HasKind for Error {
             Self::Malformed { .. } => ErrorKind::Malformed,
             Self::Invalid { .. } => ErrorKind::InvalidInput,
             Self::Decode(_) => ErrorKind::Malformed,
+            Self::SecAgg(e) => secagg_kind(e),
             Self::Tensor(_) => ErrorKind::Internal,
         }
+    }
+}
+
+fn secagg_kind(e: &crate::secagg::Error) -> ErrorKind {
+    use crate::secagg::Error as E;
+    match e {
+        E::Wire(_) => ErrorKind::Malformed,
+        E::Decrypt { .. } | E::Reconstruction { .. } | E::BothSharesRequested { .. } => {
+            ErrorKind::Unauthorized
+        }
+        E::Crypto(c) => c.kind(),
+        _ => ErrorKind::InvalidInput,
     }
 }
 

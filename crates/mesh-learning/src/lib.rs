@@ -18,9 +18,15 @@
 //!   sign with scale, with compact encodings whose decoders refuse malformed input;
 //! - [`privacy`]: per-update L2 clipping, Gaussian noise and a Rényi-DP [`Accountant`]
 //!   (subsampled Gaussian mechanism) reporting `(epsilon, delta)`;
+//! - [`secagg`]: secure aggregation (Bonawitz et al. 2017, double masking): sans-IO
+//!   [`secagg::Client`] and [`secagg::Server`] state machines through which the aggregator
+//!   learns only the sum of the clients' clipped, fixed-point updates, recovering from
+//!   clients that drop out (Shamir shares of their mask seeds); X25519, HKDF and
+//!   ChaCha20-Poly1305 from `mesh-crypto`, BLAKE3 as the mask generator; bounded encodings
+//!   whose decoders refuse malformed input, and rejections counted by reason;
 //! - [`simulation`]: federated training of many clients in one process, optionally with
-//!   attackers (sign flipping, scaling, "a little is enough"), and the centralized baseline it
-//!   is measured against;
+//!   attackers (sign flipping, scaling, "a little is enough"), or through secure aggregation,
+//!   and the centralized baseline it is measured against;
 //! - [`Rng`]: the seeded generator behind every random choice (initialization, shuffling,
 //!   splits, partitions), fixed so that runs repeat across machines and upgrades.
 //!
@@ -38,6 +44,7 @@ pub mod error;
 pub mod model;
 pub mod privacy;
 pub mod rng;
+pub mod secagg;
 pub mod simulation;
 pub mod train;
 
