@@ -158,7 +158,12 @@ fn secagg_session(n: usize, d: usize) -> Session {
         clip: 1.0,
     };
     let updates: Vec<Vec<f32>> = (0..n)
-        .map(|i| gaussian(d, 100 + i as u64).iter().map(|x| 0.1 * x).collect())
+        .map(|i| {
+            gaussian(d, 100 + i as u64)
+                .iter()
+                .map(|x| 0.1 * x)
+                .collect()
+        })
         .collect();
     let mut server = secagg::Server::new(config).unwrap();
     let mut clients: Vec<secagg::Client> = (0..n)

@@ -30,6 +30,9 @@ pub enum Error {
     /// A secure-aggregation step failed or a message was refused.
     #[error("secure aggregation: {0}")]
     SecAgg(#[from] crate::secagg::Error),
+    /// A model version, lineage record or merge was refused.
+    #[error("model version: {0}")]
+    Version(#[from] crate::version::Error),
     /// The tensor library failed.
     #[error("tensor operation failed: {0}")]
     Tensor(#[from] candle_core::Error),
@@ -51,6 +54,7 @@ impl HasKind for Error {
             Self::Invalid { .. } => ErrorKind::InvalidInput,
             Self::Decode(_) => ErrorKind::Malformed,
             Self::SecAgg(e) => secagg_kind(e),
+            Self::Version(e) => version_kind(e),
             Self::Tensor(_) => ErrorKind::Internal,
         }
     }
@@ -64,6 +68,15 @@ fn secagg_kind(e: &crate::secagg::Error) -> ErrorKind {
             ErrorKind::Unauthorized
         }
         E::Crypto(c) => c.kind(),
+        _ => ErrorKind::InvalidInput,
+    }
+}
+
+fn version_kind(e: &crate::version::Error) -> ErrorKind {
+    use crate::version::Error as E;
+    match e {
+        E::Malformed { .. } | E::Version(_) => ErrorKind::Malformed,
+        E::TooLarge { .. } => ErrorKind::TooLarge,
         _ => ErrorKind::InvalidInput,
     }
 }

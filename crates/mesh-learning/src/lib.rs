@@ -27,6 +27,9 @@
 //! - [`simulation`]: federated training of many clients in one process, optionally with
 //!   attackers (sign flipping, scaling, "a little is enough"), or through secure aggregation,
 //!   and the centralized baseline it is measured against;
+//! - [`version`]: content-addressed [`ModelId`]s (BLAKE3 of the architecture and the
+//!   parameters), [`Lineage`] records (parent, round, aggregator, contributing clients) with a
+//!   bounded, versioned encoding, and the compatibility check before merging an update;
 //! - [`Rng`]: the seeded generator behind every random choice (initialization, shuffling,
 //!   splits, partitions), fixed so that runs repeat across machines and upgrades.
 //!
@@ -47,6 +50,7 @@ pub mod rng;
 pub mod secagg;
 pub mod simulation;
 pub mod train;
+pub mod version;
 
 pub use aggregate::{Aggregator, FedAvg, Median, MultiKrum, TrimmedMean, Update};
 pub use compress::{Compressor, DecodeError, Qsgd, RandomK, SignSgd, TopK};
@@ -56,3 +60,4 @@ pub use model::{Architecture, Model};
 pub use privacy::Accountant;
 pub use rng::Rng;
 pub use train::{Config, Evaluation, Optimizer, Report, evaluate, train};
+pub use version::{Lineage, ModelId};

@@ -12,6 +12,7 @@ use crate::privacy::{Accountant, add_gaussian_noise, clip_l2};
 use crate::rng::Rng;
 use crate::secagg;
 use crate::train::{Config, train};
+use crate::version::ModelId;
 
 /// What attacking clients send instead of the model they trained (`w` is the round's global
 /// model, `w_i` a client's trained model).
@@ -241,8 +242,8 @@ impl Federation<'_> {
     /// [`run`](Self::run) with FedAvg computed through secure aggregation ([`secagg`]): in
     /// each round every client trains, encodes `samples * (w_i - w)` followed by `samples`,
     /// and takes part in one secure-aggregation session (over the wire encodings, all in this
-    /// process) whose id is the round and whose model id is the BLAKE3 hash of the global
-    /// parameters; the new global model is `w + sum of weighted deltas / sum of samples`,
+    /// process) whose id is the round and whose model id is the global model's
+    /// [`ModelId`]; the new global model is `w + sum of weighted deltas / sum of samples`,
     /// computed from the exact integer sums (the fixed-point scale cancels). Training draws
     /// the same random streams as `run`, and the clients' secrets come from one more fork of
     /// `rng`. Neither attackers nor DP are supported here.
@@ -266,7 +267,7 @@ impl Federation<'_> {
             let d = start.len();
             let config = secagg::Config {
                 round: round as u64,
-                model: parameters_hash(&start),
+                model: *ModelId::of(&self.architecture, &start)?.as_bytes(),
                 clients: self.clients.len(),
                 threshold: secure.threshold,
                 dim: d + 1,
@@ -359,15 +360,6 @@ impl Federation<'_> {
             }
         }
     }
-}
-
-/// The BLAKE3 hash of parameters as little-endian `f32`s.
-fn parameters_hash(parameters: &[f32]) -> [u8; 32] {
-    let mut h = blake3::Hasher::new();
-    for p in parameters {
-        h.update(&p.to_le_bytes());
-    }
-    *h.finalize().as_bytes()
 }
 
 /// One secure-aggregation session with every client answering, through the wire encodings.
