@@ -66,8 +66,13 @@
 //! caller's timeout for the phase expires, call [`Server::close`] and deliver the returned
 //! messages to their recipients; in the unmasking phase call [`Server::finish`] instead. A
 //! phase closed with fewer than `threshold` clients is an [`Error::TooFewClients`] and leaves
-//! the server waiting. Messages are not signed here: the transport must authenticate senders
-//! (the networked round protocol signs them).
+//! the server waiting.
+//!
+//! Senders must be authenticated: either by the transport ([`Server::new`]), or by Ed25519
+//! signatures on every client message ([`encode_signed`]; [`Server::with_signatures`] checks
+//! each against its sender's key and counts failures). The key list is not signed per client
+//! here, so a server that substitutes keys could read shares (the paper's active-security
+//! variant has clients sign their advertised keys and each other check them).
 
 pub mod shamir;
 pub mod wire;
@@ -75,6 +80,7 @@ pub mod wire;
 use std::collections::{BTreeMap, BTreeSet};
 
 use mesh_crypto::aead::{AeadKey, nonce_from_counter};
+use mesh_crypto::ed25519::{Signature, VerifyingKey};
 use mesh_crypto::kdf::hkdf_sha256;
 use mesh_crypto::x25519::{X25519Public, X25519Secret};
 use zeroize::Zeroizing;
@@ -83,6 +89,7 @@ pub use shamir::Share;
 pub use wire::{
     AdvertiseKeys, CIPHERTEXT_LEN, ClientId, Header, KeyList, MAX_CLIENT_ID, MAX_DIM, MaskedInput,
     Message, PublicKeys, RoutedShares, ShareKeys, UnmaskRequest, UnmaskShares, WireError,
+    encode_signed,
 };
 
 /// The most clients in one session.
@@ -169,6 +176,15 @@ pub enum Error {
         /// What is wrong.
         detail: String,
     },
+    /// A message to a server that checks signatures, unsigned or with a signature that is not
+    /// its sender's.
+    #[error("bad or missing signature on a {kind} message from client {sender}")]
+    BadSignature {
+        /// The message's kind.
+        kind: &'static str,
+        /// The claimed sender.
+        sender: ClientId,
+    },
     /// A public key of small order (its agreements would be predictable).
     #[error("client {client} advertised an invalid {which} key")]
     InvalidKey {
@@ -239,6 +255,8 @@ pub enum Reason {
     WrongShape,
     /// Contents that do not fit the session, or invalid keys.
     BadContents,
+    /// A missing or invalid signature.
+    BadSignature,
 }
 
 impl Error {
@@ -253,6 +271,7 @@ impl Error {
             Self::UnknownSender { .. } => Reason::UnknownSender,
             Self::WrongShape { .. } => Reason::WrongShape,
             Self::BadContents { .. } | Self::InvalidKey { .. } => Reason::BadContents,
+            Self::BadSignature { .. } => Reason::BadSignature,
             _ => return None,
         })
     }
@@ -277,6 +296,8 @@ pub struct Rejections {
     pub wrong_shape: u64,
     /// Contents not fitting the session, invalid keys.
     pub bad_contents: u64,
+    /// Missing or invalid signatures.
+    pub bad_signature: u64,
 }
 
 impl Rejections {
@@ -291,6 +312,7 @@ impl Rejections {
             Reason::UnknownSender => &mut self.unknown_sender,
             Reason::WrongShape => &mut self.wrong_shape,
             Reason::BadContents => &mut self.bad_contents,
+            Reason::BadSignature => &mut self.bad_signature,
         };
         *field += 1;
     }
@@ -305,6 +327,7 @@ impl Rejections {
             + self.unknown_sender
             + self.wrong_shape
             + self.bad_contents
+            + self.bad_signature
     }
 }
 
@@ -936,13 +959,17 @@ pub struct Server {
     sum: Vec<u32>,
     answers: BTreeMap<ClientId, UnmaskShares>,
     rejections: Rejections,
+    /// With signatures: every client's Ed25519 key.
+    verifiers: Option<BTreeMap<ClientId, VerifyingKey>>,
 }
 
 impl Server {
-    /// A server for one session.
+    /// A server for one session whose transport authenticates senders: messages are not
+    /// signed.
     pub fn new(config: Config) -> Result<Self, Error> {
         config.check()?;
         Ok(Self {
+            verifiers: None,
             sum: vec![0; config.dim],
             config,
             phase: Phase::AdvertiseKeys,
@@ -952,6 +979,19 @@ impl Server {
             dropped: Vec::new(),
             answers: BTreeMap::new(),
             rejections: Rejections::default(),
+        })
+    }
+
+    /// A server that accepts only signed messages ([`encode_signed`]), each checked against
+    /// its sender's key in `verifiers`; a message from a client without a key is from an
+    /// unknown sender.
+    pub fn with_signatures(
+        config: Config,
+        verifiers: BTreeMap<ClientId, VerifyingKey>,
+    ) -> Result<Self, Error> {
+        Ok(Self {
+            verifiers: Some(verifiers),
+            ..Self::new(config)?
         })
     }
 
@@ -965,21 +1005,58 @@ impl Server {
         self.rejections
     }
 
-    /// Decodes and [`handle_message`](Self::handle_message)s a client's message (undecodable
-    /// bytes are counted as malformed; a masked input of another length as a wrong shape).
+    /// Decodes, checks the signature of (on a server [`with_signatures`](Self::with_signatures))
+    /// and records a client's message. Undecodable bytes are counted as malformed, a masked
+    /// input of another length as a wrong shape, a bad signature as such.
     pub fn handle(&mut self, bytes: &[u8]) -> Result<(), Error> {
-        match Message::decode(bytes, self.config.dim) {
-            Ok(m) => self.handle_message(m),
-            Err(WireError::TooLarge { found, .. }) => self.reject(Error::WrongShape {
-                expected: self.config.dim,
-                found,
-            }),
-            Err(e) => self.reject(e.into()),
+        let (encoding, signature) = if self.verifiers.is_some() {
+            match wire::split_signed(bytes) {
+                Ok((e, s)) => (e, Some(s)),
+                Err(e) => return self.reject(e.into()),
+            }
+        } else {
+            (bytes, None)
+        };
+        let message = match Message::decode(encoding, self.config.dim) {
+            Ok(m) => m,
+            Err(WireError::TooLarge { found, .. }) => {
+                return self.reject(Error::WrongShape {
+                    expected: self.config.dim,
+                    found,
+                });
+            }
+            Err(e) => return self.reject(e.into()),
+        };
+        if let (Some(verifiers), Some(signature), Some(sender)) =
+            (&self.verifiers, signature, message.sender())
+        {
+            let kind = message.kind();
+            let Some(key) = verifiers.get(&sender) else {
+                return self.reject(Error::UnknownSender { kind, sender });
+            };
+            if key
+                .verify(&wire::signed_bytes(encoding), &Signature(signature))
+                .is_err()
+            {
+                return self.reject(Error::BadSignature { kind, sender });
+            }
+        }
+        let result = self.accept(message);
+        match result {
+            Err(e) => self.reject(e),
+            ok => ok,
         }
     }
 
-    /// Checks and records a client's message; a refusal is counted and returned.
+    /// Checks and records a client's message that is already decoded (refused, as unsigned, by
+    /// a server that checks signatures); a refusal is counted and returned.
     pub fn handle_message(&mut self, message: Message) -> Result<(), Error> {
+        if let (Some(_), Some(sender)) = (&self.verifiers, message.sender()) {
+            return self.reject(Error::BadSignature {
+                kind: message.kind(),
+                sender,
+            });
+        }
         let result = self.accept(message);
         match result {
             Err(e) => self.reject(e),
@@ -1283,6 +1360,9 @@ impl Server {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Where the advertised keys start in an encoded `AdvertiseKeys`.
+    const HEADER_OFFSET_OF_KEYS: usize = wire::HEADER_LEN + 1;
 
     fn config(clients: usize, threshold: usize, dim: usize) -> Config {
         Config {
@@ -1714,12 +1794,79 @@ mod tests {
                 unknown_sender: 2,
                 wrong_shape: 2,
                 bad_contents: 3,
+                bad_signature: 0,
             }
         );
         assert_eq!(server.rejections().total(), 15);
         // Not counted: the refusals above left the session able to go on.
         server.handle_message(masked(0, 4)).unwrap();
         assert_eq!(server.rejections().total(), 15);
+    }
+
+    #[test]
+    fn a_signed_session_sums_exactly_and_refuses_bad_signatures() {
+        use mesh_crypto::ed25519::SigningKey;
+        let config = config(4, 3, 16);
+        let x = inputs(4, 16, 9);
+        let keys: Vec<SigningKey> = (0..4u8)
+            .map(|i| SigningKey::from_seed(&[i + 40; 32]))
+            .collect();
+        let verifiers = (0..3u8)
+            .map(|i| (i, keys[usize::from(i)].verifying_key()))
+            .collect();
+        // Client 3 has no registered key.
+        let mut server = Server::with_signatures(config, verifiers).unwrap();
+        let mut clients: Vec<Client> = (0..4u8)
+            .map(|i| Client::new(config, i, &seed(i), &x[usize::from(i)]).unwrap())
+            .collect();
+        let m = clients[0].advertise();
+        // Unsigned bytes (the tail is taken for the signature, the rest does not decode), a
+        // signature by another client, a changed byte, a decoded message, an unknown key.
+        assert!(matches!(server.handle(&m.encode()), Err(Error::Wire(_))));
+        assert!(matches!(
+            server.handle(&encode_signed(&m, &keys[1])),
+            Err(Error::BadSignature { sender: 0, .. })
+        ));
+        let mut changed = encode_signed(&m, &keys[0]);
+        changed[HEADER_OFFSET_OF_KEYS] ^= 1;
+        assert!(matches!(
+            server.handle(&changed),
+            Err(Error::BadSignature { sender: 0, .. })
+        ));
+        assert!(matches!(
+            server.handle_message(m.clone()),
+            Err(Error::BadSignature { sender: 0, .. })
+        ));
+        assert!(matches!(
+            server.handle(&encode_signed(&clients[3].advertise(), &keys[3])),
+            Err(Error::UnknownSender { sender: 3, .. })
+        ));
+        let counted = server.rejections();
+        assert_eq!(
+            (
+                counted.malformed,
+                counted.bad_signature,
+                counted.unknown_sender
+            ),
+            (1, 3, 1)
+        );
+        // The three registered clients run the session, every message signed.
+        for c in &clients[..3] {
+            server
+                .handle(&encode_signed(&c.advertise(), &keys[usize::from(c.id())]))
+                .unwrap();
+        }
+        for phase in 0..3 {
+            for (to, m) in server.close().unwrap() {
+                let i = usize::from(to);
+                let answer = clients[i].handle_bytes(&m.encode()).unwrap();
+                server.handle(&encode_signed(&answer, &keys[i])).unwrap();
+            }
+            assert_eq!(phase < 2, server.phase() != Phase::Unmask);
+        }
+        let sum = server.finish().unwrap();
+        assert_eq!(sum.integers, expected(&config, &x, &[0, 1, 2]));
+        assert_eq!(server.rejections(), counted);
     }
 
     #[test]
