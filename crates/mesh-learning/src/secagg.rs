@@ -410,6 +410,7 @@ impl Config {
 
     /// Clips and encodes an update (`dim` finite values) as integers modulo 2^32.
     pub fn encode(&self, update: &[f32]) -> Result<Vec<u32>, Error> {
+        self.check()?;
         if update.len() != self.dim {
             return Err(Error::WrongShape {
                 expected: self.dim,
@@ -2078,6 +2079,8 @@ mod tests {
         ] {
             assert!(matches!(bad.check(), Err(Error::Config { .. })), "{bad:?}");
             assert!(Server::new(bad).is_err());
+            // Encoding with a NaN clip would panic in f32::clamp: refused first.
+            assert!(matches!(bad.encode(&[0.0; 4]), Err(Error::Config { .. })));
         }
         assert_eq!(
             Client::new(ok, 0, &seed(0), &[0.0, f32::NAN, 0.0, 0.0]).unwrap_err(),
