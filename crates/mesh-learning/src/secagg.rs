@@ -70,9 +70,13 @@
 //!
 //! Senders must be authenticated: either by the transport ([`Server::new`]), or by Ed25519
 //! signatures on every client message ([`encode_signed`]; [`Server::with_signatures`] checks
-//! each against its sender's key and counts failures). The key list is not signed per client
-//! here, so a server that substitutes keys could read shares (the paper's active-security
-//! variant has clients sign their advertised keys and each other check them).
+//! each against its sender's key and counts failures, and forwards each client's signature of
+//! its advertised keys in the key list). Clients built [`with_peer_keys`](Client::with_peer_keys)
+//! check those signatures, so a server cannot substitute a client's keys to read the shares
+//! sealed to it. The paper's other active-security step, a signed consistency check of the
+//! survivor set before unmasking, is not implemented: each client's refusal to reveal both
+//! secrets of one peer, with a threshold above half the session, is what stands against a
+//! server naming different survivors to different clients.
 
 pub mod shamir;
 pub mod wire;
@@ -611,6 +615,9 @@ pub struct Client {
     peers: BTreeMap<ClientId, Peer>,
     held: BTreeMap<ClientId, Held>,
     revealed: BTreeMap<ClientId, Revealed>,
+    /// When set, every client's Ed25519 key: the key list must carry each client's signature
+    /// of its advertisement.
+    peer_keys: Option<BTreeMap<ClientId, VerifyingKey>>,
 }
 
 impl std::fmt::Debug for Client {
@@ -653,7 +660,17 @@ impl Client {
             peers: BTreeMap::new(),
             held: BTreeMap::new(),
             revealed: BTreeMap::new(),
+            peer_keys: None,
         })
+    }
+
+    /// Requires a signed key list: each client's keys must come with its signature of its
+    /// [`AdvertiseKeys`] under its key in `keys`, so a server cannot substitute keys (and read
+    /// the shares sealed to them). Clients then send their messages signed
+    /// ([`encode_signed`]) to a server [`with_signatures`](Server::with_signatures).
+    pub fn with_peer_keys(mut self, keys: BTreeMap<ClientId, VerifyingKey>) -> Self {
+        self.peer_keys = Some(keys);
+        self
     }
 
     /// This client's id.
@@ -729,6 +746,21 @@ impl Client {
                 have: list.clients.len(),
                 need: self.config.threshold,
             });
+        }
+        if let Some(peer_keys) = &self.peer_keys {
+            for (i, &(id, keys)) in list.clients.iter().enumerate() {
+                let key = peer_keys
+                    .get(&id)
+                    .ok_or(Error::UnknownSender { kind, sender: id })?;
+                let signed = wire::signed_bytes(&list.advertisement(id, keys).encode());
+                let valid = list
+                    .signatures
+                    .get(i)
+                    .is_some_and(|s| key.verify(&signed, &Signature(*s)).is_ok());
+                if !valid {
+                    return Err(Error::BadSignature { kind, sender: id });
+                }
+            }
         }
         let mut peers = BTreeMap::new();
         for (j, keys) in list.clients.iter().filter(|(j, _)| *j != self.id) {
@@ -962,6 +994,8 @@ pub struct Server {
     rejections: Rejections,
     /// With signatures: every client's Ed25519 key.
     verifiers: Option<BTreeMap<ClientId, VerifyingKey>>,
+    /// With signatures: each advertising client's signature, forwarded in the key list.
+    key_signatures: BTreeMap<ClientId, [u8; wire::SIGNATURE_LEN]>,
 }
 
 impl Server {
@@ -971,6 +1005,7 @@ impl Server {
         config.check()?;
         Ok(Self {
             verifiers: None,
+            key_signatures: BTreeMap::new(),
             sum: vec![0; config.dim],
             config,
             phase: Phase::AdvertiseKeys,
@@ -1042,10 +1077,19 @@ impl Server {
                 return self.reject(Error::BadSignature { kind, sender });
             }
         }
+        let advertised = match &message {
+            Message::AdvertiseKeys(m) => Some(m.sender),
+            _ => None,
+        };
         let result = self.accept(message);
         match result {
             Err(e) => self.reject(e),
-            ok => ok,
+            ok => {
+                if let (Some(sender), Some(signature)) = (advertised, signature) {
+                    self.key_signatures.insert(sender, signature);
+                }
+                ok
+            }
         }
     }
 
@@ -1216,9 +1260,18 @@ impl Server {
         match self.phase {
             Phase::AdvertiseKeys => {
                 self.enough(self.keys.len())?;
+                let signatures = if self.verifiers.is_some() {
+                    self.keys
+                        .keys()
+                        .map(|c| self.key_signatures.get(c).copied().unwrap_or([0; 64]))
+                        .collect()
+                } else {
+                    Vec::new()
+                };
                 let list = Message::KeyList(KeyList {
                     header,
                     clients: self.keys.iter().map(|(&c, &k)| (c, k)).collect(),
+                    signatures,
                 });
                 self.phase = Phase::ShareKeys;
                 Ok(self.keys.keys().map(|&c| (c, list.clone())).collect())
@@ -1817,9 +1870,15 @@ mod tests {
             .collect();
         // Client 3 has no registered key.
         let mut server = Server::with_signatures(config, verifiers).unwrap();
-        let mut clients: Vec<Client> = (0..4u8)
-            .map(|i| Client::new(config, i, &seed(i), &x[usize::from(i)]).unwrap())
+        let peer_keys: BTreeMap<ClientId, VerifyingKey> = (0..4u8)
+            .map(|i| (i, keys[usize::from(i)].verifying_key()))
             .collect();
+        let fresh = |i: u8| {
+            Client::new(config, i, &seed(i), &x[usize::from(i)])
+                .unwrap()
+                .with_peer_keys(peer_keys.clone())
+        };
+        let mut clients: Vec<Client> = (0..4u8).map(fresh).collect();
         let m = clients[0].advertise();
         // Unsigned bytes (the tail is taken for the signature, the rest does not decode), a
         // signature by another client, a changed byte, a decoded message, an unknown key.
@@ -1857,13 +1916,43 @@ mod tests {
                 .handle(&encode_signed(&c.advertise(), &keys[usize::from(c.id())]))
                 .unwrap();
         }
+        let lists = server.close().unwrap();
+        // A server substituting client 1's channel key (to read the shares sealed to it) is
+        // caught by the others: client 1's signature does not cover the new key. So is a list
+        // without signatures.
+        let Message::KeyList(genuine) = &lists[0].1 else {
+            unreachable!()
+        };
+        let mut forged = genuine.clone();
+        forged.clients[1].1.channel = clients[3].public_keys().channel;
+        assert_eq!(
+            fresh(0).handle(&Message::KeyList(forged)),
+            Err(Error::BadSignature {
+                kind: "key-list",
+                sender: 1
+            })
+        );
+        let unsigned = KeyList {
+            signatures: Vec::new(),
+            ..genuine.clone()
+        };
+        assert!(matches!(
+            fresh(2).handle(&Message::KeyList(unsigned)),
+            Err(Error::BadSignature { .. })
+        ));
+        let mut outbox = lists;
         for phase in 0..3 {
-            for (to, m) in server.close().unwrap() {
+            for (to, m) in outbox {
                 let i = usize::from(to);
                 let answer = clients[i].handle_bytes(&m.encode()).unwrap();
                 server.handle(&encode_signed(&answer, &keys[i])).unwrap();
             }
             assert_eq!(phase < 2, server.phase() != Phase::Unmask);
+            outbox = if phase < 2 {
+                server.close().unwrap()
+            } else {
+                Vec::new()
+            };
         }
         let sum = server.finish().unwrap();
         assert_eq!(sum.integers, expected(&config, &x, &[0, 1, 2]));
@@ -1976,6 +2065,7 @@ mod tests {
             Message::KeyList(KeyList {
                 header: config.header(),
                 clients,
+                signatures: Vec::new(),
             })
         };
         // Out of order: an unmask request first.

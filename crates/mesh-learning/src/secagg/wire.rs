@@ -7,7 +7,7 @@
 //! | kind | tag | body |
 //! |---|---|---|
 //! | [`AdvertiseKeys`] | 1 | sender, channel public key (32), mask public key (32), self-mask commitment (32) |
-//! | [`KeyList`] | 2 | count, then per client: id, channel key, mask key, commitment |
+//! | [`KeyList`] | 2 | `u8` signed flag (0 or 1; 1 needs at least one entry), count, then per client: id, channel key, mask key, commitment, and when signed the client's 64-byte signature of its [`AdvertiseKeys`] |
 //! | [`ShareKeys`] | 3 | sender, count, then per recipient: id, ciphertext ([`CIPHERTEXT_LEN`]) |
 //! | [`RoutedShares`] | 4 | recipient, count, then per sender: id, ciphertext |
 //! | [`MaskedInput`] | 5 | sender, `u32` dimension, then that many `u32` |
@@ -69,6 +69,9 @@ pub enum WireError {
     /// A kind tag naming no message.
     #[error("unknown message tag {0}")]
     UnknownTag(u8),
+    /// A flag byte other than 0 or 1, or a signed flag on an empty list.
+    #[error("invalid flag {0}")]
+    Flag(u8),
     /// A client id of 255.
     #[error("client id {0} is out of range")]
     ClientId(u8),
@@ -132,6 +135,22 @@ pub struct KeyList {
     pub header: Header,
     /// The clients that advertised (strictly increasing ids) and their keys.
     pub clients: Vec<(ClientId, PublicKeys)>,
+    /// Empty, or per client (in the same order) its signature of its [`AdvertiseKeys`]
+    /// message ([`encode_signed`]), so that the others can check the server forwarded its
+    /// keys unchanged.
+    pub signatures: Vec<[u8; SIGNATURE_LEN]>,
+}
+
+impl KeyList {
+    /// The signed form of client `id`'s advertisement of `keys` in this list's session: what
+    /// its signature in the list covers.
+    pub fn advertisement(&self, id: ClientId, keys: PublicKeys) -> Message {
+        Message::AdvertiseKeys(AdvertiseKeys {
+            header: self.header,
+            sender: id,
+            keys,
+        })
+    }
 }
 
 /// Round 1, client to server: the sender's encrypted shares, one per other client.
@@ -294,10 +313,15 @@ impl Message {
                 put_keys(&mut out, &m.keys);
             }
             Self::KeyList(m) => {
+                let signed = !m.signatures.is_empty();
+                out.push(u8::from(signed));
                 out.push(m.clients.len() as u8);
-                for (id, keys) in &m.clients {
+                for (i, (id, keys)) in m.clients.iter().enumerate() {
                     out.push(*id);
                     put_keys(&mut out, keys);
+                    if signed {
+                        out.extend_from_slice(m.signatures.get(i).unwrap_or(&[0; SIGNATURE_LEN]));
+                    }
                 }
             }
             Self::ShareKeys(ShareKeys {
@@ -348,7 +372,14 @@ impl Message {
         HEADER_LEN
             + match self {
                 Self::AdvertiseKeys(_) => 1 + 96,
-                Self::KeyList(m) => 1 + m.clients.len() * 97,
+                Self::KeyList(m) => {
+                    let signature = if m.signatures.is_empty() {
+                        0
+                    } else {
+                        SIGNATURE_LEN
+                    };
+                    2 + m.clients.len() * (97 + signature)
+                }
                 Self::ShareKeys(ShareKeys { ciphertexts, .. })
                 | Self::RoutedShares(RoutedShares { ciphertexts, .. }) => {
                     2 + ciphertexts.len() * (1 + CIPHERTEXT_LEN)
@@ -383,10 +414,33 @@ impl Message {
                 sender: r.id()?,
                 keys: r.keys()?,
             }),
-            TAG_KEY_LIST => Self::KeyList(KeyList {
-                header,
-                clients: r.list("key list", |r| r.keys())?,
-            }),
+            TAG_KEY_LIST => {
+                let flag = r.u8()?;
+                let signed = match flag {
+                    0 => false,
+                    1 => true,
+                    f => return Err(WireError::Flag(f)),
+                };
+                let entries = r.list("key list", |r| {
+                    let keys = r.keys()?;
+                    let signature = if signed { Some(r.array()?) } else { None };
+                    Ok((keys, signature))
+                })?;
+                if signed && entries.is_empty() {
+                    return Err(WireError::Flag(flag));
+                }
+                let mut clients = Vec::with_capacity(entries.len());
+                let mut signatures = Vec::new();
+                for (id, (keys, signature)) in entries {
+                    clients.push((id, keys));
+                    signatures.extend(signature);
+                }
+                Self::KeyList(KeyList {
+                    header,
+                    clients,
+                    signatures,
+                })
+            }
             TAG_SHARE_KEYS => Self::ShareKeys(ShareKeys {
                 header,
                 sender: r.id()?,
@@ -580,6 +634,12 @@ mod tests {
             Message::KeyList(KeyList {
                 header,
                 clients: vec![(0, keys(0)), (4, keys(4)), (254, keys(9))],
+                signatures: Vec::new(),
+            }),
+            Message::KeyList(KeyList {
+                header,
+                clients: vec![(1, keys(1)), (2, keys(2))],
+                signatures: vec![[0x11; SIGNATURE_LEN], [0x22; SIGNATURE_LEN]],
             }),
             Message::ShareKeys(ShareKeys {
                 header,
@@ -648,7 +708,7 @@ mod tests {
         assert_eq!(Message::decode(&v, 16), Err(WireError::ClientId(255)));
         // The key list's ids must increase: swap in a repeated id.
         let mut v = samples()[1].encode();
-        v[HEADER_LEN + 1 + 97] = 0;
+        v[HEADER_LEN + 2 + 97] = 0;
         assert_eq!(
             Message::decode(&v, 16),
             Err(WireError::NotIncreasing {
@@ -657,7 +717,15 @@ mod tests {
             })
         );
         // A masked input above the caller's limit, and one claiming more values than present.
-        let masked = samples()[4].encode();
+        // The key list's signed flag: 0 or 1, and 1 only on a non-empty list.
+        let mut v = samples()[1].encode();
+        v[HEADER_LEN] = 2;
+        assert_eq!(Message::decode(&v, 16), Err(WireError::Flag(2)));
+        let mut v = samples()[1].encode()[..HEADER_LEN + 2].to_vec();
+        v[HEADER_LEN] = 1;
+        v[HEADER_LEN + 1] = 0;
+        assert_eq!(Message::decode(&v, 16), Err(WireError::Flag(1)));
+        let masked = samples()[5].encode();
         assert_eq!(
             Message::decode(&masked, 3),
             Err(WireError::TooLarge { found: 4, max: 3 })
@@ -678,11 +746,11 @@ mod tests {
             Err(WireError::Truncated { needed: 4000, .. })
         ));
         // An unmask request whose dropped list repeats an id.
-        let mut v = samples()[5].encode();
+        let mut v = samples()[6].encode();
+        // Its last byte is the one dropped id (2); count two and repeat it.
         let n = v.len();
-        v[n - 1] = 2;
-        v.push(2);
         v[n - 2] = 2;
+        v.push(2);
         assert!(matches!(
             Message::decode(&v, 16),
             Err(WireError::NotIncreasing {
@@ -732,7 +800,7 @@ mod tests {
         /// Valid messages with one byte changed, cut or extended decode canonically or fail.
         #[test]
         fn mutated_messages_decode_canonically_or_fail(
-            which in 0usize..7,
+            which in 0usize..8,
             at in any::<prop::sample::Index>(),
             byte in any::<u8>(),
             cut in any::<bool>(),
