@@ -1628,6 +1628,71 @@ mod tests {
         );
     }
 
+    fn phase_from(k: u8) -> Option<Phase> {
+        match k {
+            0 => Some(Phase::AdvertiseKeys),
+            1 => Some(Phase::ShareKeys),
+            2 => Some(Phase::MaskedInput),
+            3 => Some(Phase::Unmask),
+            _ => None,
+        }
+    }
+
+    /// Random session sizes, thresholds and dropout patterns (each client stops at a random
+    /// phase with probability 1/4): the result is exactly the sum of the clients whose inputs
+    /// arrived, or `TooFewClients` naming the first phase that fell below the threshold. Both
+    /// outcomes, and sums with clients dropped after sharing keys, must occur in the sweep.
+    #[test]
+    fn any_dropout_pattern_gives_the_exact_sum_or_too_few_clients() {
+        let mut rng = crate::Rng::new(11);
+        let (mut recovered, mut too_few) = (0, 0);
+        for scenario in 0..80 {
+            let n = 3 + rng.below(10) as usize;
+            let t = (n / 2 + 1 + rng.below(3) as usize).min(n);
+            let config = config(n, t, 8);
+            let x = inputs(n, 8, scenario);
+            let stops: Vec<(ClientId, Phase)> = (0..n)
+                .filter_map(|c| match rng.below(16) {
+                    k @ 0..4 => phase_from(k as u8).map(|p| (c as ClientId, p)),
+                    _ => None,
+                })
+                .collect();
+            let reaching = |phase: Phase| -> Vec<ClientId> {
+                (0..n as ClientId)
+                    .filter(|c| !stops.iter().any(|&(s, p)| s == *c && p <= phase))
+                    .collect()
+            };
+            let short = [
+                Phase::AdvertiseKeys,
+                Phase::ShareKeys,
+                Phase::MaskedInput,
+                Phase::Unmask,
+            ]
+            .into_iter()
+            .find(|&p| reaching(p).len() < t);
+            match (run(config, &x, &stops), short) {
+                (Ok(sum), None) => {
+                    let survivors = reaching(Phase::MaskedInput);
+                    assert_eq!(
+                        sum.integers,
+                        expected(&config, &x, &survivors),
+                        "{scenario}"
+                    );
+                    assert_eq!(sum.survivors, survivors);
+                    if !sum.dropped.is_empty() {
+                        recovered += 1;
+                    }
+                }
+                (Err(Error::TooFewClients { phase, have, need }), Some(p)) => {
+                    assert_eq!((phase, have, need), (p, reaching(p).len(), t), "{scenario}");
+                    too_few += 1;
+                }
+                (other, short) => panic!("scenario {scenario}: {other:?} with {short:?} short"),
+            }
+        }
+        assert!(recovered >= 10 && too_few >= 5, "{recovered} {too_few}");
+    }
+
     fn chi_squared(counts: &[u64]) -> f64 {
         let total: u64 = counts.iter().sum();
         let e = total as f64 / counts.len() as f64;
