@@ -335,7 +335,7 @@ impl Rejections {
     }
 }
 
-/// The phases of a session: what the server collects, or what a client waits for.
+/// The phases of a session: what the server collects, or which message a client sent last.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[non_exhaustive]
 pub enum Phase {
@@ -603,6 +603,12 @@ struct Held {
 /// phase order: the key list, the routed shares, the unmask request. A repeated unmask request
 /// with the same sets gets the same answer; one with other sets is refused when it would
 /// reveal both secrets of a client.
+///
+/// Persistence: the client keeps nothing on disk, and that refusal rests on its memory of
+/// what it revealed. A client that restarts mid-session must not answer an unmask request of
+/// that session again (a driver that restarts clients records, before sending an answer, that
+/// the session was answered, and abandons the session after a restart). Its keys derive from
+/// the seed, so the same seed gives the same messages again.
 pub struct Client {
     config: Config,
     id: ClientId,
@@ -678,7 +684,8 @@ impl Client {
         self.id
     }
 
-    /// What the client waits for next.
+    /// The phase the client is in: it sent that phase's message and waits for the server's
+    /// answer (`Done` once it has answered an unmask request).
     pub fn phase(&self) -> Phase {
         self.phase
     }
