@@ -27,6 +27,12 @@ pub enum Error {
     /// A compressed update could not be decoded.
     #[error("malformed compressed update: {0}")]
     Decode(#[from] crate::compress::DecodeError),
+    /// A secure-aggregation step failed or a message was refused.
+    #[error("secure aggregation: {0}")]
+    SecAgg(#[from] crate::secagg::Error),
+    /// A model version, lineage record or merge was refused.
+    #[error("model version: {0}")]
+    Version(#[from] crate::version::Error),
     /// The tensor library failed.
     #[error("tensor operation failed: {0}")]
     Tensor(#[from] candle_core::Error),
@@ -47,8 +53,31 @@ impl HasKind for Error {
             Self::Malformed { .. } => ErrorKind::Malformed,
             Self::Invalid { .. } => ErrorKind::InvalidInput,
             Self::Decode(_) => ErrorKind::Malformed,
+            Self::SecAgg(e) => secagg_kind(e),
+            Self::Version(e) => version_kind(e),
             Self::Tensor(_) => ErrorKind::Internal,
         }
+    }
+}
+
+fn secagg_kind(e: &crate::secagg::Error) -> ErrorKind {
+    use crate::secagg::Error as E;
+    match e {
+        E::Wire(_) => ErrorKind::Malformed,
+        E::Decrypt { .. } | E::Reconstruction { .. } | E::BothSharesRequested { .. } => {
+            ErrorKind::Unauthorized
+        }
+        E::Crypto(c) => c.kind(),
+        _ => ErrorKind::InvalidInput,
+    }
+}
+
+fn version_kind(e: &crate::version::Error) -> ErrorKind {
+    use crate::version::Error as E;
+    match e {
+        E::Malformed { .. } | E::Version(_) => ErrorKind::Malformed,
+        E::TooLarge { .. } => ErrorKind::TooLarge,
+        _ => ErrorKind::InvalidInput,
     }
 }
 

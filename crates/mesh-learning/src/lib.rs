@@ -21,11 +21,19 @@
 //! - [`round`]: the round protocol as a sans-IO state machine: trainers send signed,
 //!   compressed updates, the aggregator combines them and proposes a candidate, validators
 //!   evaluate it and vote, the candidate's hash is committed through consensus, and every
-//!   node adopts only a committed model ([`model_id`](round::model_id) names models by
-//!   content);
+//!   node adopts only a committed model (named by its [`ModelId`]);
+//! - [`secagg`]: secure aggregation (Bonawitz et al. 2017, double masking): sans-IO
+//!   [`secagg::Client`] and [`secagg::Server`] state machines through which the aggregator
+//!   learns only the sum of the clients' clipped, fixed-point updates, recovering from
+//!   clients that drop out (Shamir shares of their mask seeds); X25519, HKDF and
+//!   ChaCha20-Poly1305 from `mesh-crypto`, BLAKE3 as the mask generator; bounded encodings
+//!   whose decoders refuse malformed input, and rejections counted by reason;
 //! - [`simulation`]: federated training of many clients in one process, optionally with
-//!   attackers (sign flipping, scaling, "a little is enough"), and the centralized baseline it
-//!   is measured against;
+//!   attackers (sign flipping, scaling, "a little is enough"), or through secure aggregation,
+//!   and the centralized baseline it is measured against;
+//! - [`version`]: content-addressed [`ModelId`]s (BLAKE3 of the architecture and the
+//!   parameters), [`Lineage`] records (parent, round, aggregator, contributing clients) with a
+//!   bounded, versioned encoding, and the compatibility check before merging an update;
 //! - [`Rng`]: the seeded generator behind every random choice (initialization, shuffling,
 //!   splits, partitions), fixed so that runs repeat across machines and upgrades.
 //!
@@ -44,8 +52,10 @@ pub mod model;
 pub mod privacy;
 pub mod rng;
 pub mod round;
+pub mod secagg;
 pub mod simulation;
 pub mod train;
+pub mod version;
 
 pub use aggregate::{Aggregator, FedAvg, Median, MultiKrum, TrimmedMean, Update};
 pub use compress::{Compressor, DecodeError, Qsgd, RandomK, SignSgd, TopK};
@@ -55,3 +65,4 @@ pub use model::{Architecture, Model};
 pub use privacy::Accountant;
 pub use rng::Rng;
 pub use train::{Config, Evaluation, Optimizer, Report, evaluate, train};
+pub use version::{Lineage, ModelId};

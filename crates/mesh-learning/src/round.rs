@@ -15,7 +15,7 @@
 //!    deadline with at least `min_updates`, it combines the deltas with its [`Aggregator`]
 //!    and broadcasts the candidate model in a signed [`Message::Proposal`].
 //! 3. Each validator checks that the candidate is built on the current model and that its
-//!    content hash ([`model_id`]) is what the proposal names, has the driver evaluate it on
+//!    content hash ([`ModelId`]) is what the proposal names, has the driver evaluate it on
 //!    held-out data ([`Output::Evaluate`]) and votes ([`Message::Vote`], signed): accept when
 //!    its accuracy is at most `max_regression` below the current model's.
 //! 4. When more than two thirds of the validators accepted, the aggregator hands a
@@ -48,13 +48,12 @@ use crate::compress::{Compressor, decode as decode_compressed};
 use crate::error::{Error, Result};
 use crate::model::Architecture;
 use crate::rng::Rng;
+use crate::version::{ModelId, architecture_bytes};
 
 /// Format version of every message and record of this module.
 const VERSION: u8 = 1;
 /// Domain of the signatures over messages.
 const DOMAIN: &[u8] = b"agentmesh/learning/round/v1";
-/// Domain of model hashes.
-const MODEL_DOMAIN: &[u8] = b"agentmesh/learning/model/v1";
 /// Most validators a plan may have (bounds a record's votes).
 pub const MAX_VALIDATORS: usize = 256;
 /// Most trainers a plan may have.
@@ -70,53 +69,6 @@ const KIND_FETCH: u8 = 5;
 
 const ENCODING_DENSE: u8 = 0;
 const ENCODING_COMPRESSED: u8 = 1;
-
-/// The content hash of a model: its architecture and its parameters (as little-endian
-/// `f32`). Two models with the same id compute the same function.
-pub fn model_id(architecture: &Architecture, parameters: &[f32]) -> Digest {
-    let mut arch = Vec::with_capacity(16);
-    match *architecture {
-        Architecture::Logistic { inputs, classes } => {
-            arch.push(1);
-            put_varint(&mut arch, inputs as u64);
-            put_varint(&mut arch, classes as u64);
-        }
-        Architecture::Mlp {
-            inputs,
-            hidden,
-            classes,
-        } => {
-            arch.push(2);
-            put_varint(&mut arch, inputs as u64);
-            put_varint(&mut arch, hidden as u64);
-            put_varint(&mut arch, classes as u64);
-        }
-        Architecture::Cnn {
-            side,
-            channels,
-            classes,
-        } => {
-            arch.push(3);
-            put_varint(&mut arch, side as u64);
-            put_varint(&mut arch, channels as u64);
-            put_varint(&mut arch, classes as u64);
-        }
-    }
-    let mut hasher = blake3::Hasher::new();
-    hasher.update(MODEL_DOMAIN);
-    hasher.update(&(arch.len() as u64).to_le_bytes());
-    hasher.update(&arch);
-    hasher.update(&(parameters.len() as u64).to_le_bytes());
-    let mut chunk = Vec::with_capacity(4096);
-    for block in parameters.chunks(1024) {
-        chunk.clear();
-        for v in block {
-            chunk.extend_from_slice(&v.to_le_bytes());
-        }
-        hasher.update(&chunk);
-    }
-    Digest(*hasher.finalize().as_bytes())
-}
 
 /// Who takes part in a federation and how its rounds run. Every participant holds the same
 /// plan (its hash is the federation's `task` id, bound into every signature).
@@ -202,7 +154,7 @@ impl Plan {
     /// The federation's id: the hash of the plan's canonical encoding.
     pub fn task(&self) -> Digest {
         let mut out = Vec::new();
-        out.extend_from_slice(model_id(&self.architecture, &[]).as_bytes());
+        put_len_prefixed(&mut out, &architecture_bytes(&self.architecture));
         for list in [&self.trainers, &self.validators] {
             put_varint(&mut out, list.len() as u64);
             for id in list {
@@ -246,7 +198,7 @@ pub enum Message {
         attempt: u32,
         /// The global model it builds on.
         base: Digest,
-        /// Its content hash ([`model_id`]).
+        /// Its content hash ([`ModelId`]).
         candidate: Digest,
         /// How many updates went into it.
         contributors: u32,
@@ -845,7 +797,7 @@ impl Node {
         if initial.iter().any(|v| !v.is_finite()) {
             return Err(Error::invalid("initial model", "non-finite parameters"));
         }
-        let global_id = model_id(&plan.architecture, &initial);
+        let global_id = ModelId::of(&plan.architecture, &initial)?.0;
         let me = NodeId(key.verifying_key().to_bytes());
         let mut node = Self {
             task: plan.task(),
@@ -1267,7 +1219,10 @@ impl Node {
             self.retry();
             return;
         }
-        let id = model_id(&self.plan.architecture, &candidate);
+        let Ok(ModelId(id)) = ModelId::of(&self.plan.architecture, &candidate) else {
+            self.retry();
+            return;
+        };
         let params = Arc::new(candidate);
         self.collecting.proposal = Some((id, params.clone()));
         self.candidates.insert(id, params.clone());
@@ -1319,7 +1274,7 @@ impl Node {
             self.stats.non_finite += 1;
             return;
         }
-        if model_id(&self.plan.architecture, &parameters) != candidate {
+        if ModelId::of(&self.plan.architecture, &parameters).map(|m| m.0) != Ok(candidate) {
             self.stats.wrong_hash += 1;
             return;
         }

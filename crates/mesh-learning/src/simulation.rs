@@ -10,7 +10,9 @@ use crate::error::{Error, Result};
 use crate::model::{Architecture, Model};
 use crate::privacy::{Accountant, add_gaussian_noise, clip_l2};
 use crate::rng::Rng;
+use crate::secagg;
 use crate::train::{Config, train};
+use crate::version::ModelId;
 
 /// What attacking clients send instead of the model they trained (`w` is the round's global
 /// model, `w_i` a client's trained model).
@@ -72,6 +74,20 @@ impl Traffic {
     pub fn ratio(&self) -> f64 {
         self.dense as f64 / self.sent.max(1) as f64
     }
+}
+
+/// FedAvg through secure aggregation ([`Federation::run_secure`]): each client sends its
+/// delta from the global model multiplied by its sample count, and the count itself as one
+/// more coordinate, so the sum the aggregator learns is the sample-weighted sum of deltas and
+/// the total weight.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Secure {
+    /// The bound on each coordinate of a client's weighted delta (and on its sample count):
+    /// larger values are clipped to it (see [`secagg::Config::clip`]).
+    pub clip: f32,
+    /// Shares needed to unmask: more than half the clients; up to `clients - threshold` may
+    /// drop out.
+    pub threshold: usize,
 }
 
 /// A federation: clients with their data, how they train, for how many rounds.
@@ -223,6 +239,85 @@ impl Federation<'_> {
         Ok((global, traffic))
     }
 
+    /// [`run`](Self::run) with FedAvg computed through secure aggregation ([`secagg`]): in
+    /// each round every client trains, encodes `samples * (w_i - w)` followed by `samples`,
+    /// and takes part in one secure-aggregation session (over the wire encodings, all in this
+    /// process) whose id is the round and whose model id is the global model's
+    /// [`ModelId`]; the new global model is `w + sum of weighted deltas / sum of samples`,
+    /// computed from the exact integer sums (the fixed-point scale cancels). Training draws
+    /// the same random streams as `run`, and the clients' secrets come from one more fork of
+    /// `rng`. Neither attackers nor DP are supported here.
+    pub fn run_secure(
+        &self,
+        secure: Secure,
+        rng: &mut Rng,
+        mut after_round: impl FnMut(usize, &Model) -> Result<()>,
+    ) -> Result<Model> {
+        if self.clients.is_empty() || self.attackers > 0 || self.dp.is_some() {
+            return Err(Error::invalid(
+                "federation",
+                "secure aggregation runs honest clients without DP only",
+            ));
+        }
+        let mut global = Model::new(self.architecture, rng)?;
+        let mut client_rngs: Vec<Rng> = self.clients.iter().map(|_| rng.fork()).collect();
+        let mut secrets = rng.fork();
+        for round in 1..=self.rounds {
+            let start = global.parameters()?;
+            let d = start.len();
+            let config = secagg::Config {
+                round: round as u64,
+                model: *ModelId::of(&self.architecture, &start)?.as_bytes(),
+                clients: self.clients.len(),
+                threshold: secure.threshold,
+                dim: d + 1,
+                clip: secure.clip,
+            };
+            let mut parties = Vec::with_capacity(self.clients.len());
+            for (i, (data, client_rng)) in self.clients.iter().zip(&mut client_rngs).enumerate() {
+                let id = secagg::ClientId::try_from(i)
+                    .map_err(|_| Error::invalid("federation", "too many clients"))?;
+                let mut model = Model::from_parameters(self.architecture, &start)?;
+                train(&mut model, data, &self.local, client_rng)?;
+                let samples = data.len() as f32;
+                if samples > secure.clip {
+                    return Err(Error::invalid(
+                        "secure aggregation",
+                        format!("client {i} has {samples} samples, above the clip"),
+                    ));
+                }
+                let mut input: Vec<f32> = model
+                    .parameters()?
+                    .iter()
+                    .zip(&start)
+                    .map(|(p, g)| (p - g) * samples)
+                    .collect();
+                input.push(samples);
+                let mut seed = [0u8; 32];
+                for chunk in seed.chunks_exact_mut(8) {
+                    chunk.copy_from_slice(&secrets.next_u64().to_le_bytes());
+                }
+                parties.push(secagg::Client::new(config, id, &seed, &input)?);
+            }
+            let sum = secure_sum(secagg::Server::new(config)?, &mut parties)?;
+            let total = sum.integers.get(d).copied().unwrap_or(0);
+            if total <= 0 {
+                return Err(Error::invalid(
+                    "secure aggregation",
+                    "the sum of the sample counts is not positive",
+                ));
+            }
+            let next: Vec<f32> = start
+                .iter()
+                .zip(&sum.integers)
+                .map(|(g, &s)| g + (f64::from(s) / f64::from(total)) as f32)
+                .collect();
+            global.set_parameters(&next)?;
+            after_round(round, &global)?;
+        }
+        Ok(global)
+    }
+
     fn attack_updates(&self, global: &[f32], attackers: &mut [Update]) {
         if attackers.is_empty() {
             return;
@@ -265,6 +360,23 @@ impl Federation<'_> {
             }
         }
     }
+}
+
+/// One secure-aggregation session with every client answering, through the wire encodings.
+fn secure_sum(mut server: secagg::Server, clients: &mut [secagg::Client]) -> Result<secagg::Sum> {
+    for c in clients.iter() {
+        server.handle(&c.advertise().encode())?;
+    }
+    for _ in 0..3 {
+        for (to, message) in server.close()? {
+            let client = clients
+                .get_mut(usize::from(to))
+                .ok_or_else(|| Error::invalid("secure aggregation", "unknown recipient"))?;
+            let answer = client.handle_bytes(&message.encode())?;
+            server.handle(&answer.encode())?;
+        }
+    }
+    Ok(server.finish()?)
 }
 
 /// The centralized baseline: a model initialized exactly as [`Federation::run`] initializes

@@ -5,7 +5,7 @@
 
 mod common;
 
-use mesh_learning::simulation::{Dp, Federation, centralized};
+use mesh_learning::simulation::{Dp, Federation, Secure, centralized};
 use mesh_learning::{Architecture, Config, Dataset, FedAvg, Optimizer, Rng, TopK, evaluate};
 
 const ARCH: Architecture = Architecture::Mlp {
@@ -176,4 +176,39 @@ fn top_k_one_percent_with_error_feedback_matches_fedavg() {
     );
     assert!(c >= p - 0.01, "top-k {c} vs fedavg {p}");
     assert!(traffic.ratio() > 15.0, "{traffic:?}");
+}
+
+/// FedAvg through secure aggregation (clients send sample-weighted deltas and their counts,
+/// masked; the aggregator sees only the sums) ends within half a point of plain FedAvg.
+#[test]
+fn fedavg_through_secure_aggregation_matches_plain_fedavg() {
+    let (_, test, clients, rng) = setup(1);
+    let rounds = 80;
+    let federation = Federation::new(ARCH, &clients, local(1), rounds);
+    let plain = federation
+        .run(&FedAvg, &mut rng.clone(), |_, _| Ok(()))
+        .unwrap();
+    let secure = Secure {
+        clip: 4096.0,
+        threshold: 6,
+    };
+    let masked = federation
+        .run_secure(secure, &mut rng.clone(), |_, _| Ok(()))
+        .unwrap();
+    let (p, s) = (
+        evaluate(&plain, &test).unwrap().accuracy,
+        evaluate(&masked, &test).unwrap().accuracy,
+    );
+    let drift = plain
+        .parameters()
+        .unwrap()
+        .iter()
+        .zip(masked.parameters().unwrap())
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    println!(
+        "rounds {rounds}: fedavg {p}, through secure aggregation {s}, largest parameter difference {drift}"
+    );
+    assert!((p - s).abs() <= 0.005, "secure {s} vs fedavg {p}");
+    assert!(s >= 0.95, "{s}");
 }

@@ -19,8 +19,9 @@ use std::time::Duration;
 
 use mesh_crypto::ed25519::SigningKey;
 use mesh_learning::aggregate::{Aggregator, FedAvg, Update};
-use mesh_learning::round::{Envelope, Message, ModelRecord, Node, Output, Plan, model_id};
+use mesh_learning::round::{Envelope, Message, ModelRecord, Node, Output, Plan};
 use mesh_learning::simulation::Federation;
+use mesh_learning::version::ModelId;
 use mesh_learning::{Architecture, Config, Dataset, Model, Optimizer, Rng, TopK, evaluate, train};
 use mesh_types::{Digest, Instant, NodeId};
 
@@ -220,7 +221,7 @@ impl Harness {
             Output::Adopted {
                 model, parameters, ..
             } => {
-                assert_eq!(model_id(&ARCH, &parameters), model);
+                assert_eq!(ModelId::of(&ARCH, &parameters).unwrap().0, model);
                 self.adopted[i].push(model);
             }
             Output::Finished => self.finished += 1,
@@ -406,7 +407,7 @@ fn update(from: usize, plan: &Plan, round: u64, base: Digest, delta: Vec<f32>) -
 fn bad_updates_and_records_are_refused_and_counted() {
     let plan = small_plan();
     let initial = vec![0.0f32; 10];
-    let base = model_id(&plan.architecture, &initial);
+    let base = ModelId::of(&plan.architecture, &initial).unwrap().0;
     let mut agg = Node::new(
         plan.clone(),
         key(0),
