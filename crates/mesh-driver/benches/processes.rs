@@ -9,7 +9,8 @@
 //! (from the request's scheduled submission to its committed receipt).
 //!
 //! Knobs for experiments (environment): `MESH_BENCH_INFLIGHT` (pipeline depth),
-//! `MESH_BENCH_WINDOW` (client window: requests in flight per node) and `MESH_BENCH_ONLY`
+//! `MESH_BENCH_WINDOW` (client window: requests in flight per node), `MESH_BENCH_WORKERS`
+//! (tokio worker threads per process, default 2) and `MESH_BENCH_ONLY`
 //! (words among `opaque`, `signed`, `saturation`, `10k`: run only those). Measured with the
 //! defaults, a window of 8,192 instead of 1,024 changed nothing (33.5k vs 37-40k requests/s):
 //! the run is bound by CPU (BLS per block), not by requests in flight.
@@ -111,7 +112,12 @@ fn child(index: usize) {
         .collect();
     let dir = std::path::PathBuf::from(std::env::var(ENV_DIR).unwrap());
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(
+            std::env::var("MESH_BENCH_WORKERS")
+                .ok()
+                .and_then(|w| w.parse().ok())
+                .unwrap_or(2),
+        )
         .enable_all()
         .build()
         .unwrap();
@@ -171,9 +177,17 @@ fn child(index: usize) {
             let cpu_before = cpu_ticks();
             let (tx, mut rx) = tokio::sync::mpsc::channel::<Option<Duration>>(count.max(1));
             let start = Instant::now();
+            // Requests go out in 1 ms ticks (each at or after its due time, latency counted
+            // from the due time): a timer per request would cost the load generator more CPU
+            // than the validator it loads.
+            let tick = Duration::from_millis(1);
+            let mut next_tick = start;
             for i in 0..count {
                 let due = start + Duration::from_secs_f64(i as f64 / rate);
-                tokio::time::sleep_until(due.into()).await;
+                if due > next_tick {
+                    next_tick = due.max(next_tick + tick);
+                    tokio::time::sleep_until(next_tick.into()).await;
+                }
                 let h = handle.clone();
                 let tx = tx.clone();
                 let request = signed_requests.next();
