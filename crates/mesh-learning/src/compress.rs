@@ -383,23 +383,44 @@ fn finish_top_k(
     out
 }
 
-/// Blocks of this many coordinates are checked for their largest magnitude first (a loop the
-/// compiler vectorizes); only blocks holding a candidate are looked into.
-const SCAN_BLOCK: usize = 32;
+/// Blocks of this many coordinates are checked for a candidate first (a loop the compiler
+/// vectorizes); only blocks holding one are looked into.
+const SCAN_BLOCK: usize = 16;
+/// Independent lanes of the block checks: lane-wise accumulators are what lets the compiler
+/// vectorize (a single running maximum is a serial chain of dependent instructions, about
+/// four cycles per coordinate, since a float reduction may not be reordered).
+const LANES: usize = 8;
+/// Magnitude bits at or above this are infinite or NaN.
+const NON_FINITE: u32 = 0x7f80_0000;
 
-/// `max(m, |v|)` written as a plain comparison (ignoring NaN), which compiles to a vector
-/// `maxps` even on baseline x86-64, where an integer maximum does not.
+/// Whether a magnitude reaches `threshold`, as a lane flag. Magnitudes and thresholds are
+/// below 2^31, so a signed comparison (the one baseline x86-64 vectorizes) is exact.
 #[inline]
-fn max_abs(m: f32, v: f32) -> f32 {
-    let a = v.abs();
-    if a > m { a } else { m }
+fn reaches(v: f32, threshold: i32) -> u32 {
+    u32::from(mag(v) as i32 >= threshold)
+}
+
+/// Whether any coordinate of `block` has a magnitude at or above `threshold`.
+#[inline]
+fn block_reaches(block: &[f32], threshold: i32) -> bool {
+    let mut hit = [0u32; LANES];
+    let mut chunks = block.chunks_exact(LANES);
+    for c in &mut chunks {
+        for (h, &v) in hit.iter_mut().zip(c) {
+            *h |= reaches(v, threshold);
+        }
+    }
+    for &v in chunks.remainder() {
+        hit[0] |= reaches(v, threshold);
+    }
+    hit.iter().fold(0, |a, &h| a | h) != 0
 }
 
 /// Pushes the indices of `x` whose magnitude is at least `threshold`, in order.
 fn collect_at_least(x: &[f32], threshold: u32, out: &mut Vec<u32>) {
+    let t = threshold.min(i32::MAX as u32) as i32;
     for (b, block) in x.chunks(SCAN_BLOCK).enumerate() {
-        let max = block.iter().fold(0.0f32, |m, &v| max_abs(m, v));
-        if max.to_bits() >= threshold {
+        if block_reaches(block, t) {
             push_block(block, b * SCAN_BLOCK, threshold, out);
         }
     }
@@ -413,33 +434,48 @@ fn accumulate_and_collect(
     threshold: u32,
     out: &mut Vec<u32>,
 ) -> bool {
-    let mut finite = true;
+    let t = threshold.min(i32::MAX as u32) as i32;
+    let mut bad = [0u32; LANES];
     for (b, (r, u)) in residual
         .chunks_mut(SCAN_BLOCK)
         .zip(update.chunks(SCAN_BLOCK))
         .enumerate()
     {
-        let mut max = 0.0f32;
-        for (r, &u) in r.iter_mut().zip(u) {
-            *r += u;
-            max = max_abs(max, *r);
-            finite &= r.is_finite();
+        for (rv, &uv) in r.iter_mut().zip(u) {
+            *rv += uv;
         }
-        if max.to_bits() >= threshold {
+        // The block is in L1 now: check it lane-wise for candidates and non-finite sums.
+        let mut hit = [0u32; LANES];
+        let mut chunks = r.chunks_exact(LANES);
+        for c in &mut chunks {
+            for j in 0..LANES {
+                hit[j] |= reaches(c[j], t);
+                bad[j] |= u32::from(mag(c[j]) >= NON_FINITE);
+            }
+        }
+        for &v in chunks.remainder() {
+            hit[0] |= reaches(v, t);
+            bad[0] |= u32::from(mag(v) >= NON_FINITE);
+        }
+        if hit.iter().fold(0, |a, &h| a | h) != 0 {
             push_block(r, b * SCAN_BLOCK, threshold, out);
         }
     }
-    finite
+    bad.iter().fold(0, |a, &h| a | h) == 0
 }
 
 /// Appends the indices (offset by `base`) of `block`'s magnitudes at or above `threshold`
-/// (a block that got here usually holds one or two).
+/// (a block that got here usually holds one or two). Branch-free: every index is written and
+/// the end advances only past the ones that qualify, since which ones do is unpredictable.
 fn push_block(block: &[f32], base: usize, threshold: u32, out: &mut Vec<u32>) {
+    let start = out.len();
+    out.resize(start + block.len(), 0);
+    let mut end = start;
     for (i, &v) in block.iter().enumerate() {
-        if mag(v) >= threshold {
-            out.push((base + i) as u32);
-        }
+        out[end] = (base + i) as u32;
+        end += usize::from(mag(v) >= threshold);
     }
+    out.truncate(end);
 }
 
 /// Keeps the `k` largest magnitudes among `idx` (increasing; ties broken towards lower
