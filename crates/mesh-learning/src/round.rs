@@ -258,7 +258,7 @@ pub struct Envelope {
     pub signer: NodeId,
     /// The message.
     pub message: Message,
-    /// Ed25519 over [`DOMAIN`] and everything before it.
+    /// Ed25519 over the domain `agentmesh/learning/round/v1` and everything before it.
     pub signature: Signature,
 }
 
