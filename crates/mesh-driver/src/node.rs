@@ -79,7 +79,7 @@ pub struct Initialized {
 
 /// Prepares a data directory: creates it, a new identity in [`IDENTITY_FILE`], the public
 /// information in [`PUBLIC_FILE`] (reachable at the dialable ones of `config.listen`), and a
-/// commented [`config::CONFIG_FILE`] with `config`'s settings. Refuses with
+/// commented [`config::CONFIG_FILE`] with `config`'s settings (an existing one is kept). Refuses with
 /// [`Error::IdentityExists`] if an identity is there already, and then changes nothing.
 ///
 /// # The passphrase
@@ -349,6 +349,16 @@ pub fn start(config: Config) -> Result<(NodeHandle, NodeJoin)> {
     transport_config.mdns = config.mdns;
     let validator = match genesis {
         Some((g, index)) => {
+            if let Some(own) = g.addresses.get(index)
+                && !listens_at(&config.listen, own)
+            {
+                tracing::warn!(
+                    genesis_address = %own,
+                    listen = ?config.listen.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                    "the genesis says the other validators reach this node at an address it \
+                     does not listen on (set --listen to match)"
+                );
+            }
             let keys = Keys {
                 ed25519: SigningKey::from_seed(&seed),
                 bls: identity.bls_secret().clone(),
@@ -553,6 +563,32 @@ fn log_event(event: &Event, me: PeerId, listen: &watch::Sender<Vec<Multiaddr>>) 
     }
 }
 
+/// Whether listening on `listen` serves `target` (the same transport and port, on the same IP
+/// or on every interface).
+fn listens_at(listen: &[Multiaddr], target: &Multiaddr) -> bool {
+    let parts = |a: &Multiaddr| {
+        let mut ip = None;
+        let mut port = None;
+        for p in a.iter() {
+            match p {
+                Protocol::Ip4(a) => ip = Some(std::net::IpAddr::V4(a)),
+                Protocol::Ip6(a) => ip = Some(std::net::IpAddr::V6(a)),
+                Protocol::Tcp(p) => port = Some(("tcp", p)),
+                Protocol::Udp(p) => port = Some(("udp", p)),
+                _ => {}
+            }
+        }
+        (ip, port)
+    };
+    let (target_ip, target_port) = parts(target);
+    listen.iter().any(|l| {
+        let (ip, port) = parts(l);
+        // A DNS name in the genesis cannot be compared: trust it.
+        port == target_port
+            && (target_ip.is_none() || ip.is_some_and(|ip| ip.is_unspecified()) || ip == target_ip)
+    })
+}
+
 /// Refuses a TCP listen address whose port another socket holds, with a clear error (libp2p
 /// reports it as an opaque listen failure).
 fn check_ports(listen: &[Multiaddr]) -> Result<()> {
@@ -615,4 +651,34 @@ fn write_replacing(path: &Path, data: &[u8]) -> Result<()> {
         op: "write the file",
         detail: e.to_string(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addrs(list: &[&str]) -> Vec<Multiaddr> {
+        list.iter().map(|a| a.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn a_listen_address_serves_a_genesis_address_on_its_port_and_ip() {
+        let target: Multiaddr =
+            "/ip4/10.0.0.1/tcp/7000/p2p/12D3KooWHz8nZDqdQfkTwnNxNyKUimuYMGFNgBQ1GY61SJsq23uK"
+                .parse()
+                .unwrap();
+        assert!(listens_at(&addrs(&["/ip4/0.0.0.0/tcp/7000"]), &target));
+        assert!(listens_at(
+            &addrs(&["/ip4/127.0.0.1/tcp/1", "/ip4/10.0.0.1/tcp/7000"]),
+            &target
+        ));
+        assert!(!listens_at(&addrs(&["/ip4/0.0.0.0/tcp/0"]), &target));
+        assert!(!listens_at(&addrs(&["/ip4/127.0.0.1/tcp/7000"]), &target));
+        assert!(!listens_at(
+            &addrs(&["/ip4/0.0.0.0/udp/7000/quic-v1"]),
+            &target
+        ));
+        let dns: Multiaddr = "/dns4/node.example/tcp/7000".parse().unwrap();
+        assert!(listens_at(&addrs(&["/ip4/0.0.0.0/tcp/7000"]), &dns));
+    }
 }
