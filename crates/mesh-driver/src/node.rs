@@ -79,8 +79,9 @@ pub struct Initialized {
 
 /// Prepares a data directory: creates it, a new identity in [`IDENTITY_FILE`], the public
 /// information in [`PUBLIC_FILE`] (reachable at the dialable ones of `config.listen`), and a
-/// commented [`config::CONFIG_FILE`] with `config`'s settings (an existing one is kept). Refuses with
-/// [`Error::IdentityExists`] if an identity is there already, and then changes nothing.
+/// commented [`config::CONFIG_FILE`] with `config`'s settings (an existing one is kept).
+/// Refuses with [`Error::IdentityExists`] if an identity is there already, and then changes
+/// nothing.
 ///
 /// # The passphrase
 ///

@@ -131,6 +131,31 @@ fn file_then_environment_then_flags() {
 }
 
 #[test]
+fn the_file_written_for_a_configuration_reads_back_as_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = Config {
+        data_dir: dir.path().to_owned(),
+        ..Config::default()
+    };
+    // The defaults: every key commented out.
+    std::fs::write(dir.path().join("mesh.toml"), c.to_toml()).unwrap();
+    let back = Config::load(&in_dir(dir.path()), no_env).unwrap();
+    assert_eq!(format!("{back:?}"), format!("{c:?}"));
+    // Every key set.
+    c.listen = vec![addr("/ip4/127.0.0.1/tcp/4001"), addr("/ip6/::1/tcp/4002")];
+    c.bootstrap = vec![addr(
+        "/ip4/127.0.0.1/tcp/4003/p2p/12D3KooWHz8nZDqdQfkTwnNxNyKUimuYMGFNgBQ1GY61SJsq23uK",
+    )];
+    c.mdns = false;
+    // Characters TOML must escape, and some it need not.
+    c.genesis = Some(dir.path().join("gén\"esis\\\t😀.json"));
+    c.log = "warn,mesh_driver=debug".into();
+    std::fs::write(dir.path().join("mesh.toml"), c.to_toml()).unwrap();
+    let back = Config::load(&in_dir(dir.path()), no_env).unwrap();
+    assert_eq!(format!("{back:?}"), format!("{c:?}"));
+}
+
+#[test]
 fn an_explicit_config_file_is_read_and_must_exist() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("elsewhere.toml");
@@ -463,6 +488,22 @@ async fn start_refuses_a_node_named_with_another_key_a_taken_port_and_no_identit
 
     let e = node::start(config_in(&dir.path().join("nothing"), Some("x"))).unwrap_err();
     assert!(matches!(e, Error::NoIdentity { .. }), "{e}");
+
+    // Node 1, left out of that genesis, runs as a plain peer.
+    let mut c = configs[1].clone();
+    c.genesis = Some(dir.path().join("genesis.json"));
+    let (peer, join) = node::start(c).unwrap();
+    assert!(peer.consensus().is_none());
+    tokio::time::timeout(Duration::from_secs(20), peer.listening())
+        .await
+        .unwrap()
+        .unwrap();
+    peer.shutdown();
+    tokio::time::timeout(Duration::from_secs(20), join)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

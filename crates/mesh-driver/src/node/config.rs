@@ -271,7 +271,7 @@ impl Config {
     /// commented out).
     pub fn to_toml(&self) -> String {
         let list = |v: &[Multiaddr]| {
-            let items: Vec<String> = v.iter().map(|a| format!("{:?}", a.to_string())).collect();
+            let items: Vec<String> = v.iter().map(|a| toml_string(&a.to_string())).collect();
             format!("[{}]", items.join(", "))
         };
         let line = |set: bool, text: String| {
@@ -300,16 +300,32 @@ impl Config {
              # validator when the genesis lists it.\n",
         );
         out.push_str(&match &self.genesis {
-            Some(g) => format!("genesis = {:?}\n\n", g.display().to_string()),
+            Some(g) => format!("genesis = {}\n\n", toml_string(&g.display().to_string())),
             None => "# genesis = \"genesis.json\"\n\n".to_owned(),
         });
         out.push_str("# Log filter: a level, or target=level items separated by commas.\n");
         out.push_str(&line(
             self.log != defaults.log,
-            format!("log = {:?}\n", self.log),
+            format!("log = {}\n", toml_string(&self.log)),
         ));
         out
     }
+}
+
+/// `text` as a TOML basic string.
+fn toml_string(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 /// Reads and parses a configuration file; `None` if it does not exist.
