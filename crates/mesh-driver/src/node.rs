@@ -247,7 +247,8 @@ fn read_key_file(config: &Config) -> Result<Protection> {
     Ok(Protection::passphrase(text.trim()))
 }
 
-/// Controls a running node. Cheap to clone.
+/// Controls a running node. Cheap to clone; the node stops when [`NodeHandle::shutdown`] is
+/// called or every handle is dropped.
 #[derive(Debug, Clone)]
 pub struct NodeHandle {
     peer: PeerId,
