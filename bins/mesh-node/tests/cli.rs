@@ -63,6 +63,21 @@ fn init_then_a_second_init_and_genesis() {
     assert!(text.contains("/ip4/127.0.0.1/tcp/7301"), "{text}");
     assert!(text.contains("/ip4/127.0.0.1/tcp/7302"), "{text}");
     assert!(!text.contains(&std::fs::read_to_string(a.join("passphrase")).unwrap()));
+
+    // Node settings mean nothing to `genesis`: refused, not ignored.
+    let out = mesh_node(&a)
+        .arg("genesis")
+        .arg("--out")
+        .arg(dir.path().join("other.json"))
+        .arg(&a)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr_of(&out).contains("not `genesis`"),
+        "{}",
+        stderr_of(&out)
+    );
 }
 
 #[test]
