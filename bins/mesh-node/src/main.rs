@@ -5,8 +5,8 @@
 //! - `mesh-node genesis --out genesis.json <data-dir|node.json>...`: a genesis of those nodes.
 //!
 //! Settings: defaults < `mesh.toml` (or `--config`) < `MESH_*` environment < flags (given
-//! before or after `init`/`run`; after wins). Errors
-//! print as one line on stderr, with exit code 1 (2 for bad usage).
+//! before or after `init`/`run`; after wins). Errors print as one line on stderr, with exit
+//! code 1 (2 for bad usage).
 
 #![allow(clippy::print_stdout, clippy::print_stderr)] // a command-line tool reports on stdout
 
