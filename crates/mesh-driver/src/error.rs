@@ -84,6 +84,95 @@ pub enum Error {
         /// What went wrong.
         detail: String,
     },
+    /// A setting has a value that cannot work (from the file, the environment or a flag).
+    #[error("invalid setting `{key}` (from {origin}): {detail}")]
+    Setting {
+        /// The setting's name (`listen`, `mdns`, ...).
+        key: &'static str,
+        /// Where the value came from (a file, an environment variable, a flag).
+        origin: String,
+        /// Why it cannot work.
+        detail: String,
+    },
+    /// The configuration file cannot be read, is not valid TOML, or names an unknown key.
+    #[error("configuration file {path}: {detail}")]
+    ConfigFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong (for an unknown key, the key).
+        detail: String,
+    },
+    /// The data directory cannot be created, read or written.
+    #[error("data directory {path}: cannot {op}: {detail}")]
+    DataDir {
+        /// The directory (or the file in it).
+        path: PathBuf,
+        /// What the node was doing.
+        op: &'static str,
+        /// Why it failed.
+        detail: String,
+    },
+    /// The data directory has no identity.
+    #[error("no identity at {path}: create one with `mesh-node init`")]
+    NoIdentity {
+        /// Where the identity file was looked for.
+        path: PathBuf,
+    },
+    /// `init` found an identity already there and left it alone.
+    #[error("an identity exists already at {path}; refusing to overwrite it")]
+    IdentityExists {
+        /// The identity file.
+        path: PathBuf,
+    },
+    /// No passphrase for the identity: neither the environment variable nor the key file.
+    #[error("no passphrase for {path}: set {var} or put it in {key_file} (mode 0600)")]
+    NoPassphrase {
+        /// The identity file.
+        path: PathBuf,
+        /// The environment variable consulted.
+        var: &'static str,
+        /// The key file consulted.
+        key_file: PathBuf,
+    },
+    /// The passphrase does not open the identity.
+    #[error("wrong passphrase for {path}")]
+    WrongPassphrase {
+        /// The identity file.
+        path: PathBuf,
+    },
+    /// The identity (or its key file) could not be created, read or checked.
+    #[error("identity {path}: {source}")]
+    Identity {
+        /// The identity file.
+        path: PathBuf,
+        /// The identity library's complaint.
+        #[source]
+        source: mesh_identity::Error,
+    },
+    /// A genesis file or a node's public information is malformed or inconsistent.
+    #[error("genesis {path}: {detail}")]
+    Genesis {
+        /// The file (or the node's data directory).
+        path: PathBuf,
+        /// What is wrong.
+        detail: String,
+    },
+    /// The genesis names this node with keys other than its own.
+    #[error("genesis {path} does not match this node ({did}): {detail}")]
+    GenesisMismatch {
+        /// The genesis file.
+        path: PathBuf,
+        /// This node's DID.
+        did: String,
+        /// What differs.
+        detail: String,
+    },
+    /// A listen address is taken by another socket.
+    #[error("cannot listen on {addr}: the port is in use (is another node running?)")]
+    AddressInUse {
+        /// The address.
+        addr: String,
+    },
 }
 
 impl Error {
@@ -104,6 +193,15 @@ impl HasKind for Error {
             Self::Unexpected { .. } => ErrorKind::Malformed,
             Self::Stopped => ErrorKind::Closed,
             Self::Thread { .. } => ErrorKind::Internal,
+            Self::Setting { .. } | Self::ConfigFile { .. } => ErrorKind::InvalidInput,
+            Self::DataDir { .. } => ErrorKind::Io,
+            Self::NoIdentity { .. } => ErrorKind::NotFound,
+            Self::IdentityExists { .. } => ErrorKind::Conflict,
+            Self::NoPassphrase { .. } => ErrorKind::InvalidInput,
+            Self::WrongPassphrase { .. } => ErrorKind::Unauthorized,
+            Self::Identity { source, .. } => source.kind(),
+            Self::Genesis { .. } | Self::GenesisMismatch { .. } => ErrorKind::InvalidInput,
+            Self::AddressInUse { .. } => ErrorKind::Io,
         }
     }
 }

@@ -9,6 +9,10 @@
 //! - [`consensus`]: one PBFT replica over the transport and a `DiskStore` data directory:
 //!   replica-to-replica messages, client submissions (in process and from remote peers),
 //!   timers, committed blocks for the application, and redialling the other validators.
+//! - [`node`]: a whole node as the `mesh-node` binary runs it: its [`NodeConfig`] (defaults,
+//!   `mesh.toml`, environment, flags), its data directory and identity ([`node::init`]), the
+//!   genesis file ([`node::genesis`]), and [`node::run`]`(config, shutdown)`: the transport
+//!   plus, for a validator of the genesis, the consensus driver.
 //!
 //! It must never implement protocol logic itself (that belongs in a core, where the simulator
 //! can check it), never let a peer's bytes panic it or stop it (only a failing store stops a
@@ -18,5 +22,7 @@
 
 pub mod consensus;
 mod error;
+pub mod node;
 
 pub use error::{Error, Result};
+pub use node::{Config as NodeConfig, NodeHandle, run};

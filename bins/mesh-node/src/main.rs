@@ -1,0 +1,189 @@
+//! `mesh-node`: an agentmesh peer. A thin main over [`mesh_driver::node`]:
+//!
+//! - `mesh-node init`: a data directory with a new identity, `node.json` and `mesh.toml`;
+//! - `mesh-node [run]`: runs the node until Ctrl-C (SIGINT) or SIGTERM;
+//! - `mesh-node genesis --out genesis.json <data-dir|node.json>...`: a genesis of those nodes.
+//!
+//! Settings: defaults < `mesh.toml` (or `--config`) < `MESH_*` environment < flags (given
+//! before or after `init`/`run`; after wins). Errors print as one line on stderr, with exit
+//! code 1 (2 for bad usage).
+
+#![allow(clippy::print_stdout, clippy::print_stderr)] // a command-line tool reports on stdout
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use mesh_driver::node::{self, Multiaddr, Overrides, genesis};
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+
+/// An agentmesh peer.
+#[derive(Parser)]
+#[command(name = "mesh-node", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Settings of `run`, the default command.
+    #[command(flatten)]
+    node: NodeArgs,
+}
+
+/// The node's settings on the command line (they override `MESH_*` and the file).
+#[derive(Args, Default)]
+struct NodeArgs {
+    /// The data directory [env: MESH_DATA_DIR] [default: ./mesh-data].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// The configuration file, instead of mesh.toml in the data directory [env: MESH_CONFIG].
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// A multiaddress to listen on (repeatable) [env: MESH_LISTEN, comma-separated].
+    #[arg(long)]
+    listen: Vec<Multiaddr>,
+    /// A peer to join through, /…/p2p/<peer id> (repeatable) [env: MESH_BOOTSTRAP].
+    #[arg(long)]
+    bootstrap: Vec<Multiaddr>,
+    /// Do not discover peers by mDNS [env: MESH_MDNS=false].
+    #[arg(long)]
+    no_mdns: bool,
+    /// The genesis file [env: MESH_GENESIS].
+    #[arg(long)]
+    genesis: Option<PathBuf>,
+    /// The log filter, e.g. `info` or `warn,mesh_driver=debug` [env: MESH_LOG].
+    #[arg(long)]
+    log: Option<String>,
+}
+
+impl NodeArgs {
+    /// Whether any setting was given.
+    fn any(&self) -> bool {
+        self.data_dir.is_some()
+            || self.config.is_some()
+            || !self.listen.is_empty()
+            || !self.bootstrap.is_empty()
+            || self.no_mdns
+            || self.genesis.is_some()
+            || self.log.is_some()
+    }
+
+    /// These settings, with `more` (given after the subcommand) taking precedence.
+    fn merge(self, more: Self) -> Overrides {
+        let list = |a: Vec<Multiaddr>, b: Vec<Multiaddr>| if b.is_empty() { a } else { b };
+        Overrides {
+            data_dir: more.data_dir.or(self.data_dir),
+            config: more.config.or(self.config),
+            listen: list(self.listen, more.listen),
+            bootstrap: list(self.bootstrap, more.bootstrap),
+            mdns: (self.no_mdns || more.no_mdns).then_some(false),
+            genesis: more.genesis.or(self.genesis),
+            log: more.log.or(self.log),
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Creates the data directory: identity.json (sealed by MESH_PASSPHRASE, or else by a
+    /// generated passphrase in the key file `passphrase`), node.json and mesh.toml.
+    Init(NodeArgs),
+    /// Runs the node until Ctrl-C or SIGTERM (the default command).
+    Run(NodeArgs),
+    /// Writes a genesis of the given nodes (data directories or node.json files).
+    Genesis {
+        /// Where to write it (an existing file is not replaced).
+        #[arg(long)]
+        out: PathBuf,
+        /// The validators, in order.
+        #[arg(required = true)]
+        nodes: Vec<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match main_result(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mesh-node: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn main_result(cli: Cli) -> anyhow::Result<()> {
+    let (init, args) = match cli.command {
+        Some(Command::Genesis { out, nodes }) => {
+            if cli.node.any() {
+                anyhow::bail!("node settings go with `init` or `run`, not `genesis`");
+            }
+            return write_genesis(&out, &nodes);
+        }
+        Some(Command::Init(args)) => (true, args),
+        Some(Command::Run(args)) => (false, args),
+        None => (false, NodeArgs::default()),
+    };
+    let flags = cli.node.merge(args);
+    let config = node::Config::from_process(&flags).context("reading the configuration")?;
+    if init {
+        let done = node::init(&config)
+            .with_context(|| format!("initializing {}", config.data_dir.display()))?;
+        println!("initialized {}", config.data_dir.display());
+        println!("did      {}", done.public.did);
+        println!("peer id  {}", done.public.peer_id);
+        if done.key_file {
+            println!(
+                "the identity is sealed by a generated passphrase in {}",
+                config.key_file_path().display()
+            );
+        }
+        return Ok(());
+    }
+    let filter: tracing_subscriber::filter::Targets =
+        config.log.parse().context("parsing the log filter")?;
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .try_init()
+        .context("installing the logger")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("building the runtime")?;
+    let dir = config.data_dir.clone();
+    runtime
+        .block_on(node::run(config, shutdown_signal()))
+        .with_context(|| format!("node in {}", dir.display()))
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = term => {}
+    }
+}
+
+fn write_genesis(out: &std::path::Path, nodes: &[PathBuf]) -> anyhow::Result<()> {
+    let infos = nodes
+        .iter()
+        .map(|n| genesis::PublicInfo::load(n).with_context(|| format!("reading {}", n.display())))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let file = genesis::build(&infos, genesis::Settings::default())?;
+    file.save(out)?;
+    println!(
+        "genesis of {} validators written to {}",
+        file.validators.len(),
+        out.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,422 @@
+//! A node's settings and where they come from.
+//!
+//! Every setting has a default that works with no file at all. Each layer overrides the one
+//! before it, setting by setting:
+//!
+//! 1. the defaults ([`Config::default`]);
+//! 2. the TOML file: `--config <file>` (or `MESH_CONFIG`) if given, which must then exist;
+//!    otherwise `mesh.toml` in the data directory, if present. Unknown keys are refused with
+//!    the key named; relative paths in the file are relative to the file's directory;
+//! 3. the environment: [`env::DATA_DIR`], [`env::LISTEN`], [`env::BOOTSTRAP`], [`env::MDNS`],
+//!    [`env::GENESIS`], [`env::LOG`], and [`env::PASSPHRASE`] (which no file may hold);
+//! 4. the command line ([`Overrides`]).
+//!
+//! A list (`listen`, `bootstrap`) set by a later layer replaces the earlier one whole.
+
+use std::path::{Path, PathBuf};
+
+use mesh_identity::Protection;
+use mesh_transport::Multiaddr;
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+
+/// The configuration file's name in the data directory.
+pub const CONFIG_FILE: &str = "mesh.toml";
+/// The data directory when none is given (relative to the working directory).
+pub const DEFAULT_DATA_DIR: &str = "mesh-data";
+/// The listen address when none is given: every IPv4 interface, a free TCP port.
+pub const DEFAULT_LISTEN: &str = "/ip4/0.0.0.0/tcp/0";
+/// The log filter when none is given.
+pub const DEFAULT_LOG: &str = "info";
+/// The largest configuration file read.
+const MAX_FILE_LEN: u64 = 1024 * 1024;
+
+/// The environment variables a node reads.
+pub mod env {
+    /// The data directory.
+    pub const DATA_DIR: &str = "MESH_DATA_DIR";
+    /// The configuration file (instead of `mesh.toml` in the data directory).
+    pub const CONFIG: &str = "MESH_CONFIG";
+    /// Listen multiaddresses, separated by commas.
+    pub const LISTEN: &str = "MESH_LISTEN";
+    /// Bootstrap multiaddresses, separated by commas (empty: none).
+    pub const BOOTSTRAP: &str = "MESH_BOOTSTRAP";
+    /// mDNS discovery: `true`/`false` (also `1`/`0`, `on`/`off`, `yes`/`no`).
+    pub const MDNS: &str = "MESH_MDNS";
+    /// The genesis file.
+    pub const GENESIS: &str = "MESH_GENESIS";
+    /// The log filter (`info`, `debug`, `warn,mesh_driver=debug`, ...).
+    pub const LOG: &str = "MESH_LOG";
+    /// The passphrase sealing the identity (see [`crate::node::init`]).
+    pub const PASSPHRASE: &str = "MESH_PASSPHRASE";
+}
+
+/// Everything a node needs to run. [`Config::default`] works as it is; [`Config::load`]
+/// layers a file, the environment and the command line on top (see the [module
+/// docs](self)).
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The node's directory: `identity.json`, `node.json`, `mesh.toml`, the key file if
+    /// any, and `consensus/` (the validator's store). Default `./mesh-data`.
+    pub data_dir: PathBuf,
+    /// Multiaddresses to listen on. Default `/ip4/0.0.0.0/tcp/0` (every interface, a free
+    /// port). A validator listed in a genesis should listen where the genesis says it can be
+    /// reached.
+    pub listen: Vec<Multiaddr>,
+    /// Peers to join the mesh through (`/ip4/../tcp/../p2p/<peer id>`). Default none.
+    pub bootstrap: Vec<Multiaddr>,
+    /// Discover peers on the local network by mDNS. Default on.
+    pub mdns: bool,
+    /// The genesis file (validator set and consensus settings). When it lists this node,
+    /// the node runs a consensus validator; otherwise it is a plain peer. Default none.
+    pub genesis: Option<PathBuf>,
+    /// The log filter: a level (`trace`, `debug`, `info`, `warn`, `error`, `off`) or
+    /// `target=level` items separated by commas. Default `info`. Applied by the binary.
+    pub log: String,
+    /// How the identity's secrets are sealed. `None` (the default): by the random passphrase
+    /// in the data directory's key file (see [`crate::node::init`]). Set from
+    /// [`env::PASSPHRASE`]; never from a file.
+    pub protection: Option<Protection>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            listen: vec![default_listen()],
+            bootstrap: Vec::new(),
+            mdns: true,
+            genesis: None,
+            log: DEFAULT_LOG.to_owned(),
+            protection: None,
+        }
+    }
+}
+
+fn default_listen() -> Multiaddr {
+    Multiaddr::from(std::net::Ipv4Addr::UNSPECIFIED)
+        .with(mesh_transport::multiaddr::Protocol::Tcp(0))
+}
+
+/// Settings given on the command line: each `Some` (or non-empty list) overrides the file
+/// and the environment.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--data-dir`.
+    pub data_dir: Option<PathBuf>,
+    /// `--config`: the file to read instead of `mesh.toml` in the data directory.
+    pub config: Option<PathBuf>,
+    /// `--listen` (repeatable).
+    pub listen: Vec<Multiaddr>,
+    /// `--bootstrap` (repeatable).
+    pub bootstrap: Vec<Multiaddr>,
+    /// `--no-mdns` gives `Some(false)`.
+    pub mdns: Option<bool>,
+    /// `--genesis`.
+    pub genesis: Option<PathBuf>,
+    /// `--log`.
+    pub log: Option<String>,
+}
+
+/// The file's keys; every one optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSettings {
+    data_dir: Option<PathBuf>,
+    listen: Option<Vec<String>>,
+    bootstrap: Option<Vec<String>>,
+    mdns: Option<bool>,
+    genesis: Option<PathBuf>,
+    log: Option<String>,
+}
+
+impl Config {
+    /// The settings of this process: the defaults, the file, the process environment and
+    /// `flags`.
+    pub fn from_process(flags: &Overrides) -> Result<Self> {
+        Self::load(flags, |name| std::env::var(name).ok())
+    }
+
+    /// The defaults, then the file, then the environment as `vars` reports it (a variable
+    /// that is unset or empty counts as not given, except [`env::BOOTSTRAP`], where empty
+    /// means none), then `flags`.
+    pub fn load(flags: &Overrides, vars: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        let mut config = Self::default();
+        let given = |name: &str| vars(name).filter(|v| !v.is_empty());
+
+        // Which file: an explicit one must exist; the data directory's is optional.
+        let env_dir = given(env::DATA_DIR).map(PathBuf::from);
+        let explicit = flags
+            .config
+            .clone()
+            .map(|p| (p, "--config".to_owned()))
+            .or_else(|| given(env::CONFIG).map(|p| (PathBuf::from(p), env::CONFIG.to_owned())));
+        let file = match explicit {
+            Some((path, _)) => Some(read_file(&path)?.ok_or_else(|| Error::ConfigFile {
+                path: path.clone(),
+                detail: "no such file".into(),
+            })?),
+            None => {
+                let dir = flags
+                    .data_dir
+                    .clone()
+                    .or_else(|| env_dir.clone())
+                    .unwrap_or_else(|| config.data_dir.clone());
+                read_file(&dir.join(CONFIG_FILE))?
+            }
+        };
+
+        if let Some((path, file)) = file {
+            let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+            let origin = path.display().to_string();
+            if let Some(d) = file.data_dir {
+                config.data_dir = base.join(d);
+            }
+            if let Some(l) = file.listen {
+                config.listen = parse_addrs("listen", &origin, l.iter().map(String::as_str))?;
+            }
+            if let Some(b) = file.bootstrap {
+                config.bootstrap = parse_addrs("bootstrap", &origin, b.iter().map(String::as_str))?;
+            }
+            if let Some(m) = file.mdns {
+                config.mdns = m;
+            }
+            if let Some(g) = file.genesis {
+                config.genesis = Some(base.join(g));
+            }
+            if let Some(l) = file.log {
+                config.log = l;
+            }
+            check_log(&config.log, &origin)?;
+        }
+
+        if let Some(d) = env_dir {
+            config.data_dir = d;
+        }
+        if let Some(l) = given(env::LISTEN) {
+            config.listen = parse_addrs("listen", env::LISTEN, split_list(&l))?;
+        }
+        if let Some(b) = vars(env::BOOTSTRAP) {
+            config.bootstrap = parse_addrs("bootstrap", env::BOOTSTRAP, split_list(&b))?;
+        }
+        if let Some(m) = given(env::MDNS) {
+            config.mdns = parse_bool(&m).ok_or_else(|| Error::Setting {
+                key: "mdns",
+                origin: env::MDNS.into(),
+                detail: format!("{m:?} is not true or false"),
+            })?;
+        }
+        if let Some(g) = given(env::GENESIS) {
+            config.genesis = Some(PathBuf::from(g));
+        }
+        if let Some(l) = given(env::LOG) {
+            check_log(&l, env::LOG)?;
+            config.log = l;
+        }
+        if let Some(p) = given(env::PASSPHRASE) {
+            config.protection = Some(Protection::passphrase(p));
+        }
+
+        if let Some(d) = &flags.data_dir {
+            config.data_dir = d.clone();
+        }
+        if !flags.listen.is_empty() {
+            config.listen = flags.listen.clone();
+        }
+        if !flags.bootstrap.is_empty() {
+            config.bootstrap = flags.bootstrap.clone();
+        }
+        if let Some(m) = flags.mdns {
+            config.mdns = m;
+        }
+        if let Some(g) = &flags.genesis {
+            config.genesis = Some(g.clone());
+        }
+        if let Some(l) = &flags.log {
+            check_log(l, "--log")?;
+            config.log = l.clone();
+        }
+        if config.listen.is_empty() {
+            return Err(Error::Setting {
+                key: "listen",
+                origin: "the configuration".into(),
+                detail: "at least one address is needed".into(),
+            });
+        }
+        Ok(config)
+    }
+
+    /// The identity file.
+    pub fn identity_path(&self) -> PathBuf {
+        self.data_dir.join(super::IDENTITY_FILE)
+    }
+
+    /// The key file holding the generated passphrase.
+    pub fn key_file_path(&self) -> PathBuf {
+        self.data_dir.join(super::KEY_FILE)
+    }
+
+    /// The node's public information.
+    pub fn public_path(&self) -> PathBuf {
+        self.data_dir.join(super::PUBLIC_FILE)
+    }
+
+    /// The consensus store's directory.
+    pub fn consensus_dir(&self) -> PathBuf {
+        self.data_dir.join(super::CONSENSUS_DIR)
+    }
+
+    /// The text of a `mesh.toml` with these settings, every key documented (defaults
+    /// commented out).
+    pub fn to_toml(&self) -> String {
+        let list = |v: &[Multiaddr]| {
+            let items: Vec<String> = v.iter().map(|a| toml_string(&a.to_string())).collect();
+            format!("[{}]", items.join(", "))
+        };
+        let line = |set: bool, text: String| {
+            if set { text } else { format!("# {text}") }
+        };
+        let defaults = Self::default();
+        let mut out = String::from(
+            "# agentmesh node configuration. Precedence: defaults < this file < environment\n\
+             # (MESH_LISTEN, MESH_BOOTSTRAP, MESH_MDNS, MESH_GENESIS, MESH_LOG) < command line.\n\
+             # Unknown keys are an error. Relative paths are relative to this file's directory.\n\n",
+        );
+        out.push_str("# Multiaddresses to listen on.\n");
+        out.push_str(&line(
+            self.listen != defaults.listen,
+            format!("listen = {}\n\n", list(&self.listen)),
+        ));
+        out.push_str("# Peers to join through, each ending in /p2p/<peer id>.\n");
+        out.push_str(&line(
+            !self.bootstrap.is_empty(),
+            format!("bootstrap = {}\n\n", list(&self.bootstrap)),
+        ));
+        out.push_str("# Discover peers on the local network by mDNS.\n");
+        out.push_str(&line(!self.mdns, format!("mdns = {}\n\n", self.mdns)));
+        out.push_str(
+            "# The genesis file (validator set and consensus settings); this node runs a\n\
+             # validator when the genesis lists it.\n",
+        );
+        out.push_str(&match &self.genesis {
+            Some(g) => format!("genesis = {}\n\n", toml_string(&g.display().to_string())),
+            None => "# genesis = \"genesis.json\"\n\n".to_owned(),
+        });
+        out.push_str("# Log filter: a level, or target=level items separated by commas.\n");
+        out.push_str(&line(
+            self.log != defaults.log,
+            format!("log = {}\n", toml_string(&self.log)),
+        ));
+        out
+    }
+}
+
+/// `text` as a TOML basic string.
+fn toml_string(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Reads and parses a configuration file; `None` if it does not exist.
+fn read_file(path: &Path) -> Result<Option<(PathBuf, FileSettings)>> {
+    let err = |detail: String| Error::ConfigFile {
+        path: path.to_owned(),
+        detail,
+    };
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(err(e.to_string())),
+    };
+    if meta.len() > MAX_FILE_LEN {
+        return Err(err(format!(
+            "{} bytes, above the limit of {MAX_FILE_LEN}",
+            meta.len()
+        )));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    let settings: FileSettings = toml::from_str(&text).map_err(|e| {
+        // toml's message names the key and shows the line; keep it on one line.
+        err(e
+            .to_string()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" "))
+    })?;
+    Ok(Some((path.to_owned(), settings)))
+}
+
+fn split_list(text: &str) -> impl Iterator<Item = &str> {
+    text.split(',').map(str::trim).filter(|s| !s.is_empty())
+}
+
+fn parse_addrs<'a>(
+    key: &'static str,
+    origin: &str,
+    items: impl Iterator<Item = &'a str>,
+) -> Result<Vec<Multiaddr>> {
+    items
+        .map(|a| {
+            a.parse().map_err(|e| Error::Setting {
+                key,
+                origin: origin.to_owned(),
+                detail: format!("{a:?} is not a multiaddress: {e}"),
+            })
+        })
+        .collect()
+}
+
+fn parse_bool(text: &str) -> Option<bool> {
+    match text.to_ascii_lowercase().as_str() {
+        "true" | "1" | "on" | "yes" => Some(true),
+        "false" | "0" | "off" | "no" => Some(false),
+        _ => None,
+    }
+}
+
+const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+
+/// Checks a log filter: `level` or `target=level` items separated by commas.
+fn check_log(filter: &str, origin: &str) -> Result<()> {
+    let bad = |detail: String| Error::Setting {
+        key: "log",
+        origin: origin.to_owned(),
+        detail,
+    };
+    if filter.trim().is_empty() {
+        return Err(bad("empty filter".into()));
+    }
+    for item in filter.split(',').map(str::trim) {
+        let level = match item.split_once('=') {
+            Some((target, level)) => {
+                let ok = !target.is_empty()
+                    && target
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':' || c == '-');
+                if !ok {
+                    return Err(bad(format!("{target:?} is not a target name")));
+                }
+                level
+            }
+            None => item,
+        };
+        if !LEVELS.contains(&level.to_ascii_lowercase().as_str()) {
+            return Err(bad(format!(
+                "{level:?} is not a level (one of {})",
+                LEVELS.join(", ")
+            )));
+        }
+    }
+    Ok(())
+}
