@@ -42,7 +42,7 @@ struct NodeArgs {
     /// A multiaddress to listen on (repeatable) [env: MESH_LISTEN, comma-separated].
     #[arg(long)]
     listen: Vec<Multiaddr>,
-    /// A peer to join through, /…/p2p/<peer id> (repeatable) [env: MESH_BOOTSTRAP].
+    /// A peer to join through, /…/p2p/PEER-ID (repeatable) [env: MESH_BOOTSTRAP].
     #[arg(long)]
     bootstrap: Vec<Multiaddr>,
     /// Do not discover peers by mDNS [env: MESH_MDNS=false].
