@@ -441,21 +441,25 @@ fn accumulate_and_collect(
         .zip(update.chunks(SCAN_BLOCK))
         .enumerate()
     {
-        for (rv, &uv) in r.iter_mut().zip(u) {
-            *rv += uv;
-        }
-        // The block is in L1 now: check it lane-wise for candidates and non-finite sums.
+        // One pass: add, then check each sum lane-wise for a candidate and for finiteness.
         let mut hit = [0u32; LANES];
-        let mut chunks = r.chunks_exact(LANES);
-        for c in &mut chunks {
-            for j in 0..LANES {
-                hit[j] |= reaches(c[j], t);
-                bad[j] |= u32::from(mag(c[j]) >= NON_FINITE);
+        let mut rc = r.chunks_exact_mut(LANES);
+        let mut uc = u.chunks_exact(LANES);
+        for (rs, us) in (&mut rc).zip(&mut uc) {
+            for ((rv, &uv), (h, bd)) in rs
+                .iter_mut()
+                .zip(us)
+                .zip(hit.iter_mut().zip(bad.iter_mut()))
+            {
+                *rv += uv;
+                *h |= reaches(*rv, t);
+                *bd |= u32::from(mag(*rv) >= NON_FINITE);
             }
         }
-        for &v in chunks.remainder() {
-            hit[0] |= reaches(v, t);
-            bad[0] |= u32::from(mag(v) >= NON_FINITE);
+        for (rv, &uv) in rc.into_remainder().iter_mut().zip(uc.remainder()) {
+            *rv += uv;
+            hit[0] |= reaches(*rv, t);
+            bad[0] |= u32::from(mag(*rv) >= NON_FINITE);
         }
         if hit.iter().fold(0, |a, &h| a | h) != 0 {
             push_block(r, b * SCAN_BLOCK, threshold, out);
