@@ -64,8 +64,8 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     for line in &ran {
         println!("    - {line}");
     }
-    println!("  not yet in the tree: mesh-node, mesh-coordinator and mesh-agent binaries");
-    println!("  (see README.md, \"Status\"); this command starts them once they exist.");
+    println!("  not yet driven here: the mesh-node binary (it exists: init, genesis, run);");
+    println!("  not yet in the tree: mesh-coordinator and mesh-agent (see README.md, \"Status\").");
     Ok(())
 }
 
