@@ -28,7 +28,7 @@ use crate::error::{Error, Result};
 use crate::rotation::{KeyRotation, verify_chain};
 
 /// The environment variable the passphrase is read from.
-pub const PASSPHRASE_ENV: &str = "AGENTMESH_PASSPHRASE";
+pub const PASSPHRASE_ENV: &str = "MESH_PASSPHRASE";
 /// The largest identity file accepted.
 pub const MAX_FILE_LEN: u64 = 1024 * 1024;
 const FORMAT_VERSION: u32 = 1;

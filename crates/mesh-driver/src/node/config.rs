@@ -49,7 +49,7 @@ pub mod env {
     /// The log filter (`info`, `debug`, `warn,mesh_driver=debug`, ...).
     pub const LOG: &str = "MESH_LOG";
     /// The passphrase sealing the identity (see [`crate::node::init`]).
-    pub const PASSPHRASE: &str = "MESH_PASSPHRASE";
+    pub const PASSPHRASE: &str = mesh_identity::PASSPHRASE_ENV;
 }
 
 /// Everything a node needs to run. [`Config::default`] works as it is; [`Config::load`]
