@@ -36,6 +36,8 @@
 
 use std::fmt::Debug;
 
+use mesh_types::wire::put_varint;
+
 use crate::error::{Error, Result};
 use crate::rng::Rng;
 
@@ -175,7 +177,7 @@ fn method_name(tag: u8) -> Result<&'static str, DecodeError> {
 
 /// Decodes a message of any method into a dense vector, which must have dimension `dim`.
 pub fn decode(bytes: &[u8], dim: usize) -> Result<Vec<f32>, DecodeError> {
-    let mut r = Reader { buf: bytes, pos: 0 };
+    let mut r = Reader::new(bytes);
     let tag = r.u8()?;
     method_name(tag)?;
     let found = r.varint()?;
@@ -643,7 +645,7 @@ fn decode_sparse(r: &mut Reader<'_>, dim: usize) -> Result<Vec<f32>, DecodeError
     let least = count.saturating_mul(5);
     if r.remaining() < least {
         return Err(DecodeError::Truncated {
-            offset: r.pos,
+            offset: r.pos(),
             needed: least - r.remaining(),
         });
     }
@@ -864,34 +866,33 @@ fn decode_sign(r: &mut Reader<'_>, dim: usize) -> Result<Vec<f32>, DecodeError> 
 // ---------------------------------------------------------------------------------------------
 // Bytes
 
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
+/// `mesh_types::wire::Reader` with this module's errors (and its own varint, whose
+/// truncation error names the missing byte).
 struct Reader<'a> {
-    buf: &'a [u8],
-    pos: usize,
+    inner: mesh_types::wire::Reader<'a>,
 }
 
 impl<'a> Reader<'a> {
+    fn new(buf: &'a [u8]) -> Self {
+        Self {
+            inner: mesh_types::wire::Reader::new(buf),
+        }
+    }
+
+    fn pos(&self) -> usize {
+        self.inner.position()
+    }
+
     fn remaining(&self) -> usize {
-        self.buf.len() - self.pos
+        self.inner.remaining()
     }
 
     fn bytes(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
-        if self.remaining() < n {
-            return Err(DecodeError::Truncated {
-                offset: self.pos,
-                needed: n - self.remaining(),
-            });
-        }
-        let s = &self.buf[self.pos..self.pos + n];
-        self.pos += n;
-        Ok(s)
+        let (offset, remaining) = (self.pos(), self.remaining());
+        self.inner.bytes(n).map_err(|_| DecodeError::Truncated {
+            offset,
+            needed: n.saturating_sub(remaining),
+        })
     }
 
     fn u8(&mut self) -> Result<u8, DecodeError> {
@@ -904,7 +905,7 @@ impl<'a> Reader<'a> {
     }
 
     fn varint(&mut self) -> Result<u64, DecodeError> {
-        let start = self.pos;
+        let start = self.pos();
         let mut v = 0u64;
         for n in 0..10 {
             let b = self.u8()?;

@@ -395,7 +395,7 @@ impl Message {
     /// Decodes one message. Masked inputs may have at most `max_dim` coordinates (and never
     /// more than [`MAX_DIM`]). Lists are bounded by their one-byte counts.
     pub fn decode(bytes: &[u8], max_dim: usize) -> Result<Self, WireError> {
-        let mut r = Reader { buf: bytes, pos: 0 };
+        let mut r = Reader::new(bytes);
         let version = r.u8()?;
         if version != VERSION {
             return Err(WireError::Version(version));
@@ -536,24 +536,28 @@ fn put_keys(out: &mut Vec<u8>, keys: &PublicKeys) {
     out.extend_from_slice(&keys.commitment);
 }
 
+/// `mesh_types::wire::Reader` with this module's errors, and the secure-aggregation fields.
 struct Reader<'a> {
-    buf: &'a [u8],
-    pos: usize,
+    inner: mesh_types::wire::Reader<'a>,
 }
 
 impl<'a> Reader<'a> {
+    fn new(buf: &'a [u8]) -> Self {
+        Self {
+            inner: mesh_types::wire::Reader::new(buf),
+        }
+    }
+
     fn remaining(&self) -> usize {
-        self.buf.len() - self.pos
+        self.inner.remaining()
     }
 
     fn bytes(&mut self, n: usize) -> Result<&'a [u8], WireError> {
-        let rest = self.buf.get(self.pos..).unwrap_or_default();
-        let taken = rest.get(..n).ok_or_else(|| WireError::Truncated {
-            offset: self.pos,
-            needed: n.saturating_sub(rest.len()),
-        })?;
-        self.pos += n;
-        Ok(taken)
+        let (offset, remaining) = (self.inner.position(), self.remaining());
+        self.inner.bytes(n).map_err(|_| WireError::Truncated {
+            offset,
+            needed: n.saturating_sub(remaining),
+        })
     }
 
     fn u8(&mut self) -> Result<u8, WireError> {
