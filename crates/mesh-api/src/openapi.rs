@@ -1,0 +1,184 @@
+//! The OpenAPI 3.1 document of the API, served at `GET /v1/openapi.json`.
+//!
+//! Written by hand next to the routes; a test checks that it lists exactly the routes the
+//! server answers.
+
+use serde_json::{Value, json};
+
+fn error_responses(codes: &[&str]) -> Value {
+    let mut map = serde_json::Map::new();
+    for code in codes {
+        let description = match *code {
+            "400" => "malformed request (bad JSON, unknown field, bad query, bad hex)",
+            "401" => "a bearer token is required (the node was given one)",
+            "404" => "no such route",
+            "409" => "this node runs no consensus (not a validator)",
+            "413" => "body over the limit",
+            "503" => "busy (too many requests, streams or waiting clients) or stopped",
+            "504" => "not committed in time (the request may still commit)",
+            _ => "error",
+        };
+        map.insert(
+            (*code).to_owned(),
+            json!({
+                "description": description,
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+            }),
+        );
+    }
+    Value::Object(map)
+}
+
+fn ok(description: &str, schema: Value) -> Value {
+    json!({"description": description, "content": {"application/json": {"schema": schema}}})
+}
+
+fn merge(mut a: Value, b: Value) -> Value {
+    if let (Some(a), Value::Object(b)) = (a.as_object_mut(), b) {
+        a.extend(b);
+    }
+    a
+}
+
+fn schema(name: &str) -> Value {
+    json!({"$ref": format!("#/components/schemas/{name}")})
+}
+
+/// The document.
+pub fn document() -> Value {
+    let common = ["401", "503"];
+    let with = |extra: &[&str]| {
+        let mut all: Vec<&str> = common.to_vec();
+        all.extend_from_slice(extra);
+        error_responses(&all)
+    };
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "agentmesh node API",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "The HTTP API of an agentmesh node. Binary values are lowercase hex. \
+                Every error answer has a JSON ErrorBody."
+        },
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": schemas()
+        },
+        "security": [{}, {"bearer": []}],
+        "paths": {
+            "/v1/status": {"get": {
+                "summary": "The node's status",
+                "operationId": "status",
+                "responses": merge(json!({"200": ok("the status", schema("NodeStatus"))}), with(&[]))
+            }},
+            "/v1/peers": {"get": {
+                "summary": "Peers connected now",
+                "operationId": "peers",
+                "responses": merge(
+                    json!({"200": ok("the peers", json!({"type": "array", "items": schema("Peer")}))}),
+                    with(&[]))
+            }},
+            "/v1/consensus/requests": {"post": {
+                "summary": "Submit a request to consensus; answers once it has executed",
+                "operationId": "submit",
+                "requestBody": {"required": true, "content": {"application/json": {"schema": schema("SubmitRequest")}}},
+                "responses": merge(
+                    json!({"200": ok("where it executed", schema("Receipt"))}),
+                    with(&["400", "409", "413", "504"]))
+            }},
+            "/v1/ledger": {"get": {
+                "summary": "Committed blocks from a height on",
+                "operationId": "ledger",
+                "parameters": [
+                    {"name": "from", "in": "query", "schema": {"type": "integer", "minimum": 1, "default": 1}},
+                    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "default": 100},
+                     "description": "capped at the server's maximum (256 by default)"}
+                ],
+                "responses": merge(json!({"200": ok("the blocks", schema("Ledger"))}), with(&["400", "409"]))
+            }},
+            "/v1/events": {"get": {
+                "summary": "A WebSocket stream of events, one JSON text message each (schema Event)",
+                "operationId": "events",
+                "responses": merge(
+                    json!({"101": {"description": "switching to the WebSocket protocol"}}),
+                    with(&["400"]))
+            }},
+            "/v1/openapi.json": {"get": {
+                "summary": "This document",
+                "operationId": "openapi",
+                "responses": merge(json!({"200": {"description": "the OpenAPI document"}}), with(&[]))
+            }},
+            "/metrics": {"get": {
+                "summary": "Prometheus metrics (OpenMetrics text)",
+                "operationId": "metrics",
+                "responses": merge(
+                    json!({"200": {"description": "the metrics", "content": {"application/openmetrics-text": {}}}}),
+                    with(&[]))
+            }}
+        }
+    })
+}
+
+fn schemas() -> Value {
+    let string = json!({"type": "string"});
+    let int = json!({"type": "integer", "minimum": 0});
+    let boolean = json!({"type": "boolean"});
+    json!({
+        "ErrorBody": {"type": "object", "required": ["error"], "properties": {
+            "error": {"type": "object", "required": ["code", "message"], "properties": {
+                "code": string, "message": string}}}},
+        "Counter": {"type": "object", "required": ["name", "value"], "properties": {"name": string, "value": int}},
+        "ConsensusStatus": {"type": "object", "properties": {
+            "node": string, "view": int, "changing_view": boolean, "primary": string, "height": int,
+            "head": string, "low_watermark": int, "epoch": int, "voter": boolean, "connected": int,
+            "waiting": int, "counters": {"type": "array", "items": schema("Counter")}}},
+        "NodeStatus": {"type": "object", "properties": {
+            "peer_id": string, "did": string, "version": string, "uptime_s": int,
+            "listen": {"type": "array", "items": string}, "peers": int,
+            "consensus": {"oneOf": [schema("ConsensusStatus"), {"type": "null"}]}}},
+        "Peer": {"type": "object", "required": ["peer_id"], "properties": {"peer_id": string}},
+        "SubmitRequest": {"type": "object", "additionalProperties": false,
+            "description": "exactly one of text and hex",
+            "properties": {"text": string, "hex": {"type": "string", "pattern": "^([0-9a-fA-F]{2})*$"}}},
+        "Receipt": {"type": "object", "required": ["client", "id", "height", "view"], "properties": {
+            "client": string, "id": int, "height": int, "view": int}},
+        "LedgerRequest": {"type": "object", "required": ["client", "id", "kind", "hex"], "properties": {
+            "client": string, "id": int, "kind": {"enum": ["app", "change"]}, "hex": string, "text": string}},
+        "LedgerBlock": {"type": "object", "properties": {
+            "height": int, "view": int, "digest": string, "prev": string,
+            "signers": {"type": "array", "items": int},
+            "requests": {"type": "array", "items": schema("LedgerRequest")}}},
+        "Ledger": {"type": "object", "required": ["blocks", "height"], "properties": {
+            "blocks": {"type": "array", "items": schema("LedgerBlock")}, "height": int}},
+        "Event": {"type": "object", "required": ["type"], "properties": {
+            "type": {"enum": ["peer_up", "peer_down", "block_committed", "lagged"]},
+            "peer_id": string, "height": int, "view": int, "requests": int, "executed": int, "missed": int}}
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_document_lists_exactly_the_served_routes() {
+        let doc = document();
+        let paths = doc["paths"].as_object().map(|p| p.len()).unwrap_or(0);
+        assert_eq!(paths, crate::server::ROUTES.len());
+        for (method, path) in crate::server::ROUTES {
+            assert!(
+                doc["paths"][path][method].is_object(),
+                "{method} {path} is missing from the OpenAPI document"
+            );
+        }
+        // Every schema reference resolves.
+        let text = doc.to_string();
+        for part in text.split("#/components/schemas/").skip(1) {
+            let name: String = part.chars().take_while(|c| c.is_alphanumeric()).collect();
+            assert!(
+                doc["components"]["schemas"][&name].is_object(),
+                "dangling $ref {name}"
+            );
+        }
+    }
+}

@@ -1,0 +1,187 @@
+//! The JSON bodies of the API, shared by the server, the client and the node.
+//!
+//! Binary values (digests, payloads, node ids) travel as lowercase hex. Every type here is
+//! what the [OpenAPI document](crate::openapi) describes.
+
+use serde::{Deserialize, Serialize};
+
+/// `GET /v1/status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    /// The node's libp2p peer id.
+    pub peer_id: String,
+    /// The node's DID (`did:key:...`).
+    pub did: String,
+    /// The crate version of the node.
+    pub version: String,
+    /// Seconds since the node started.
+    pub uptime_s: u64,
+    /// Multiaddresses the node listens on, each ending in `/p2p/<peer id>`.
+    pub listen: Vec<String>,
+    /// Peers connected now.
+    pub peers: usize,
+    /// The consensus replica, if this node is a validator.
+    pub consensus: Option<ConsensusStatus>,
+}
+
+/// The consensus part of [`NodeStatus`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsensusStatus {
+    /// This validator's node id (hex of its Ed25519 key).
+    pub node: String,
+    /// The view (or the view being changed to).
+    pub view: u64,
+    /// Whether a view change is under way.
+    pub changing_view: bool,
+    /// The primary of `view` (node id).
+    pub primary: String,
+    /// The height of the last executed block.
+    pub height: u64,
+    /// The chain hash after it (hex).
+    pub head: String,
+    /// The last stable checkpoint.
+    pub low_watermark: u64,
+    /// The validator set's epoch.
+    pub epoch: u64,
+    /// Whether this node votes in the set in force.
+    pub voter: bool,
+    /// Validators connected (not counting this one).
+    pub connected: usize,
+    /// Clients waiting for an outcome.
+    pub waiting: usize,
+    /// Counters, by name (messages refused, requests accepted, sends dropped, ...).
+    pub counters: Vec<Counter>,
+}
+
+/// A named counter.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counter {
+    /// Its name (`snake_case`; exported to `/metrics` as `mesh_consensus_<name>_total`).
+    pub name: String,
+    /// Its value.
+    pub value: u64,
+}
+
+/// One entry of `GET /v1/peers`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Peer {
+    /// The peer's libp2p peer id.
+    pub peer_id: String,
+}
+
+/// `POST /v1/consensus/requests`: exactly one of the two fields.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitRequest {
+    /// The payload as UTF-8 text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    /// The payload as hex.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hex: Option<String>,
+}
+
+/// The answer to [`SubmitRequest`]: where the request executed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Receipt {
+    /// The client the request was ordered under (node id, hex).
+    pub client: String,
+    /// The request's id (per client).
+    pub id: u64,
+    /// The height of the block it executed in.
+    pub height: u64,
+    /// The view of that block's commit certificate.
+    pub view: u64,
+}
+
+/// `GET /v1/ledger`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ledger {
+    /// Blocks in height order, from the `from` asked for.
+    pub blocks: Vec<LedgerBlock>,
+    /// The height of the last executed block at the time of the answer.
+    pub height: u64,
+}
+
+/// A committed block.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LedgerBlock {
+    /// Its height.
+    pub height: u64,
+    /// The view of its commit certificate.
+    pub view: u64,
+    /// The batch digest (hex).
+    pub digest: String,
+    /// The hash of the block before it (hex).
+    pub prev: String,
+    /// Indices (in the validator set) of the certificate's signers.
+    pub signers: Vec<usize>,
+    /// Its requests, in order.
+    pub requests: Vec<LedgerRequest>,
+}
+
+/// A request in a [`LedgerBlock`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LedgerRequest {
+    /// The client (node id, hex).
+    pub client: String,
+    /// The client's id for it.
+    pub id: u64,
+    /// `app` or `change` (a reconfiguration).
+    pub kind: String,
+    /// The payload (hex).
+    pub hex: String,
+    /// The payload as text, when it is UTF-8.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+}
+
+/// An event on the `GET /v1/events` WebSocket: one JSON text message each, tagged by
+/// `type`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    /// A peer connected.
+    PeerUp {
+        /// Its peer id.
+        peer_id: String,
+    },
+    /// A peer's last connection closed.
+    PeerDown {
+        /// Its peer id.
+        peer_id: String,
+    },
+    /// A block committed and executed here.
+    BlockCommitted {
+        /// Its height.
+        height: u64,
+        /// The view of its certificate.
+        view: u64,
+        /// Requests in it.
+        requests: usize,
+        /// Requests that executed (the others repeated earlier ones).
+        executed: usize,
+    },
+    /// This subscriber fell behind and missed `missed` events (the stream goes on).
+    Lagged {
+        /// How many.
+        missed: u64,
+    },
+}
+
+/// The body of every error answer (HTTP 4xx and 5xx).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// The error.
+    pub error: ErrorDetail,
+}
+
+/// What went wrong.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    /// A stable machine-readable code (`bad_request`, `not_found`, `not_a_validator`,
+    /// `busy`, `unauthorized`, `payload_too_large`, `unavailable`, `internal`, ...).
+    pub code: String,
+    /// A sentence for people.
+    pub message: String,
+}
