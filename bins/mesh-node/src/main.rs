@@ -2,7 +2,9 @@
 //!
 //! - `mesh-node init`: a data directory with a new identity, `node.json` and `mesh.toml`;
 //! - `mesh-node [run]`: runs the node until Ctrl-C (SIGINT) or SIGTERM;
-//! - `mesh-node genesis --out genesis.json <data-dir|node.json>...`: a genesis of those nodes.
+//! - `mesh-node genesis --out genesis.json <data-dir|node.json>...`: a genesis of those nodes;
+//! - `mesh-node status` and `mesh-node submit TEXT`: ask a running node through its HTTP API
+//!   (found in the data directory's `api.addr`, or given with `--api-url`).
 //!
 //! Settings: defaults < `mesh.toml` (or `--config`) < `MESH_*` environment < flags (given
 //! before or after `init`/`run`; after wins). Errors print as one line on stderr, with exit
@@ -54,6 +56,9 @@ struct NodeArgs {
     /// The log filter, e.g. `info` or `warn,mesh_driver=debug` [env: MESH_LOG].
     #[arg(long)]
     log: Option<String>,
+    /// The HTTP API's address, `ip:port` or `off` [env: MESH_API] [default: 127.0.0.1:0].
+    #[arg(long)]
+    api: Option<String>,
 }
 
 impl NodeArgs {
@@ -66,6 +71,7 @@ impl NodeArgs {
             || self.no_mdns
             || self.genesis.is_some()
             || self.log.is_some()
+            || self.api.is_some()
     }
 
     /// These settings, with `more` (given after the subcommand) taking precedence.
@@ -79,6 +85,7 @@ impl NodeArgs {
             mdns: (self.no_mdns || more.no_mdns).then_some(false),
             genesis: more.genesis.or(self.genesis),
             log: more.log.or(self.log),
+            api: more.api.or(self.api),
         }
     }
 }
@@ -99,6 +106,57 @@ enum Command {
         #[arg(required = true)]
         nodes: Vec<PathBuf>,
     },
+    /// Prints a running node's status (JSON) from its HTTP API.
+    Status(ClientArgs),
+    /// Submits TEXT to consensus through a running node's HTTP API and prints the receipt
+    /// once it has executed.
+    Submit {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The request's payload.
+        text: String,
+    },
+}
+
+/// Which node to ask.
+#[derive(Args)]
+struct ClientArgs {
+    /// The data directory of the running node (its `api.addr` names the API) [env:
+    /// MESH_DATA_DIR] [default: ./mesh-data].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// The API's address instead, `host:port` (the token comes from MESH_API_TOKEN).
+    #[arg(long)]
+    api_url: Option<String>,
+}
+
+impl ClientArgs {
+    fn client(self) -> anyhow::Result<mesh_api::client::Client> {
+        let addr = match self.api_url {
+            Some(a) => a,
+            None => {
+                let dir = self
+                    .data_dir
+                    .or_else(|| std::env::var_os(node::config::env::DATA_DIR).map(PathBuf::from))
+                    .unwrap_or_else(|| PathBuf::from(node::config::DEFAULT_DATA_DIR));
+                let file = dir.join(node::API_ADDR_FILE);
+                std::fs::read_to_string(&file)
+                    .with_context(|| {
+                        format!(
+                            "reading {} (is the node running, with its API on?)",
+                            file.display()
+                        )
+                    })?
+                    .trim()
+                    .to_owned()
+            }
+        };
+        let client = mesh_api::client::Client::new(addr);
+        Ok(match std::env::var(node::config::env::API_TOKEN) {
+            Ok(t) if !t.is_empty() => client.with_token(t),
+            _ => client,
+        })
+    }
 }
 
 fn main() -> ExitCode {
@@ -119,6 +177,18 @@ fn main_result(cli: Cli) -> anyhow::Result<()> {
                 anyhow::bail!("node settings go with `init` or `run`, not `genesis`");
             }
             return write_genesis(&out, &nodes);
+        }
+        Some(Command::Status(mut c)) => {
+            c.data_dir = c.data_dir.or(cli.node.data_dir);
+            let status = c.client()?.status()?;
+            println!("{}", serde_json::to_string_pretty(&status)?);
+            return Ok(());
+        }
+        Some(Command::Submit { mut client, text }) => {
+            client.data_dir = client.data_dir.or(cli.node.data_dir);
+            let receipt = client.client()?.submit_text(&text)?;
+            println!("{}", serde_json::to_string_pretty(&receipt)?);
+            return Ok(());
         }
         Some(Command::Init(args)) => (true, args),
         Some(Command::Run(args)) => (false, args),

@@ -1,5 +1,6 @@
 //! The binary itself: `init`, `genesis`, errors as one line with a non-zero exit, and `run`
-//! in a child process that logs its listening address and exits 0 on SIGINT.
+//! in a child process that logs its listening and API addresses, answers `status` and
+//! `submit` through its API, and exits 0 on SIGINT.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::io::{BufRead as _, BufReader};
@@ -148,6 +149,32 @@ fn run_logs_its_address_and_exits_0_on_sigint() {
         panic!("no listening address logged:\n{}", seen.join("\n"));
     }
     assert!(seen.iter().any(|l| l.contains("/p2p/12D3KooW")), "{seen:?}");
+    assert!(
+        seen.iter()
+            .any(|l| l.contains("HTTP API on http://127.0.0.1:")),
+        "{seen:?}"
+    );
+
+    // The client subcommands find the API through the data directory.
+    let out = mesh_node(dir.path()).arg("status").output().unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        status["peer_id"].as_str().unwrap().starts_with("12D3KooW"),
+        "{status}"
+    );
+    assert!(
+        status["consensus"].is_null(),
+        "no genesis, no consensus: {status}"
+    );
+    let out = mesh_node(dir.path())
+        .args(["submit", "hello"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr_of(&out);
+    assert!(err.contains("409 not_a_validator"), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
 
     let kill = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
@@ -175,4 +202,5 @@ fn run_logs_its_address_and_exits_0_on_sigint() {
         rest.join("\n")
     );
     assert!(rest.iter().any(|l| l.contains("node stopped")), "{rest:?}");
+    assert!(!dir.path().join("api.addr").exists());
 }

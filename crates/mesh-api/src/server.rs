@@ -189,15 +189,19 @@ pub enum BindError {
     },
 }
 
-/// Binds the API's TCP listener, telling a port in use apart from other failures.
-pub async fn bind(addr: SocketAddr) -> Result<TcpListener, BindError> {
-    TcpListener::bind(addr).await.map_err(|source| {
+/// Binds the API's TCP listener, telling a port in use apart from other failures. Call it
+/// inside a tokio runtime (the listener registers with its reactor).
+pub fn bind(addr: SocketAddr) -> Result<TcpListener, BindError> {
+    let other = |source| BindError::Other { addr, source };
+    let listener = std::net::TcpListener::bind(addr).map_err(|source| {
         if source.kind() == std::io::ErrorKind::AddrInUse {
             BindError::InUse { addr }
         } else {
             BindError::Other { addr, source }
         }
-    })
+    })?;
+    listener.set_nonblocking(true).map_err(other)?;
+    TcpListener::from_std(listener).map_err(other)
 }
 
 /// Counts of the server's own, for `/metrics`.

@@ -125,9 +125,7 @@ impl Backend for Fake {
 }
 
 async fn serve(backend: Fake, config: ServerConfig) -> (Server, Client, Arc<Fake>) {
-    let listener = mesh_api::bind("127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
+    let listener = mesh_api::bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let backend = Arc::new(backend);
     let server = Server::spawn(listener, backend.clone(), config).unwrap();
     let client = Client::new(server.local_addr().to_string()).with_timeout(Duration::from_secs(10));
@@ -389,11 +387,9 @@ async fn requests_over_the_concurrency_limit_are_refused_as_busy() {
 
 #[tokio::test]
 async fn a_port_in_use_is_named() {
-    let taken = mesh_api::bind("127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
+    let taken = mesh_api::bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let addr = taken.local_addr().unwrap();
-    match mesh_api::bind(addr).await {
+    match mesh_api::bind(addr) {
         Err(mesh_api::BindError::InUse { addr: a }) => assert_eq!(a, addr),
         other => panic!("expected InUse, got {other:?}"),
     }

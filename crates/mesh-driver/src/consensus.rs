@@ -299,6 +299,11 @@ pub(crate) enum Command {
         change: mesh_consensus::Change,
         reply: oneshot::Sender<Result<Outcome>>,
     },
+    Blocks {
+        from: u64,
+        max: usize,
+        reply: oneshot::Sender<Result<Vec<CommittedBlock>>>,
+    },
 }
 
 /// Controls a running driver. Cheap to clone; the driver stops when [`Handle::shutdown`] is
@@ -374,6 +379,15 @@ impl Handle {
                 detail: "its id executed before (was the data directory replaced?)".into(),
             }),
         }
+    }
+
+    /// Reads at most `max` committed blocks from height `from` on out of the ledger (and at
+    /// most 4 MiB of them; at least one block when there is one). Fewer blocks than `max`
+    /// means the ledger ends there, or the byte budget did.
+    pub async fn blocks(&self, from: u64, max: usize) -> Result<Vec<CommittedBlock>> {
+        let (reply, rx) = oneshot::channel();
+        self.command(Command::Blocks { from, max, reply }).await?;
+        rx.await.map_err(|_| Error::Stopped)?
     }
 
     async fn command(&self, c: Command) -> Result<()> {

@@ -16,6 +16,15 @@
 //! | [`PUBLIC_FILE`] | [`init`] | public information for genesis files ([`genesis::PublicInfo`]) |
 //! | [`config::CONFIG_FILE`] | [`init`] | the settings, commented ([`Config`]) |
 //! | [`CONSENSUS_DIR`] | a validator | the replica's store and ledger (`mesh-ledger verify` reads it) |
+//! | [`API_ADDR_FILE`] | a running node | its HTTP API's address, removed when it stops |
+//!
+//! # The HTTP API
+//!
+//! Unless [`Config::api`] is `None`, the node serves the [`mesh_api`] routes (status, peers,
+//! consensus submissions, the ledger, a WebSocket of events, `/metrics`, the OpenAPI
+//! document) on loopback, on a free port by default; the address is logged and written to
+//! [`API_ADDR_FILE`]. The events are the transport's peers coming and going and the blocks
+//! consensus commits.
 //!
 //! # Shutdown
 //!
@@ -51,6 +60,7 @@ use zeroize::Zeroizing;
 use crate::consensus;
 use crate::error::{Error, Result};
 
+mod api;
 pub mod config;
 pub mod genesis;
 
@@ -65,6 +75,8 @@ pub const KEY_FILE: &str = "passphrase";
 pub const PUBLIC_FILE: &str = "node.json";
 /// The validator's store, under the data directory.
 pub const CONSENSUS_DIR: &str = "consensus";
+/// Where a running node writes its HTTP API's address (`ip:port`), removed when it stops.
+pub const API_ADDR_FILE: &str = "api.addr";
 /// Most listening addresses remembered for [`NodeHandle::listen_addrs`].
 const MAX_LISTEN_ADDRS: usize = 64;
 
@@ -257,6 +269,8 @@ pub struct NodeHandle {
     consensus: Option<consensus::Handle>,
     listen: watch::Receiver<Vec<Multiaddr>>,
     stop: std::sync::Arc<watch::Sender<bool>>,
+    api: Option<std::net::SocketAddr>,
+    events: broadcast::Sender<mesh_api::types::Event>,
 }
 
 impl NodeHandle {
@@ -290,6 +304,16 @@ impl NodeHandle {
     pub async fn listening(&self) -> Option<Vec<Multiaddr>> {
         let mut rx = self.listen.clone();
         rx.wait_for(|a| !a.is_empty()).await.ok().map(|a| a.clone())
+    }
+
+    /// Where the HTTP API listens, if it runs.
+    pub fn api_addr(&self) -> Option<std::net::SocketAddr> {
+        self.api
+    }
+
+    /// The node's events from now on (what the API's WebSocket streams).
+    pub fn events(&self) -> broadcast::Receiver<mesh_api::types::Event> {
+        self.events.subscribe()
     }
 
     /// Asks the node to stop; await its [`NodeJoin`] to know when it has.
@@ -425,6 +449,50 @@ pub fn start(config: Config) -> Result<(NodeHandle, NodeJoin)> {
 
     let (listen_tx, listen) = watch::channel(Vec::new());
     let (stop_tx, mut stop) = watch::channel(false);
+    let (events_tx, _) = broadcast::channel(api::EVENT_CAPACITY);
+    let server = match config.api {
+        None => None,
+        Some(addr) => {
+            let backend = std::sync::Arc::new(api::NodeBackend {
+                peer: peer.to_string(),
+                did: did.clone(),
+                transport: transport.clone(),
+                consensus: consensus.as_ref().map(|(h, _)| h.clone()),
+                listen: listen.clone(),
+                events: events_tx.clone(),
+                started: start_time(),
+            });
+            let served = {
+                let _entered = runtime.enter();
+                api::serve(addr, config.api_token.clone(), backend)
+            }
+            .and_then(|server| {
+                let path = config.data_dir.join(API_ADDR_FILE);
+                write_replacing(&path, server.local_addr().to_string().as_bytes()).map(|()| server)
+            });
+            match served {
+                Ok(server) => {
+                    tracing::info!("HTTP API on http://{}", server.local_addr());
+                    Some(server)
+                }
+                Err(e) => {
+                    let t = transport.clone();
+                    let c = consensus.map(|(h, j)| {
+                        h.shutdown();
+                        j
+                    });
+                    runtime.spawn(async move {
+                        if let Some(j) = c {
+                            let _ = j.await;
+                        }
+                        let _ = t.shutdown().await;
+                    });
+                    return Err(e);
+                }
+            }
+        }
+    };
+    let api_file = server.as_ref().map(|_| config.data_dir.join(API_ADDR_FILE));
     let handle = NodeHandle {
         peer,
         did,
@@ -432,6 +500,8 @@ pub fn start(config: Config) -> Result<(NodeHandle, NodeJoin)> {
         consensus: consensus.as_ref().map(|(h, _)| h.clone()),
         listen,
         stop: std::sync::Arc::new(stop_tx),
+        api: server.as_ref().map(mesh_api::Server::local_addr),
+        events: events_tx.clone(),
     };
     let join = runtime.spawn(async move {
         let (consensus_handle, mut consensus_join) = match consensus {
@@ -450,6 +520,7 @@ pub fn start(config: Config) -> Result<(NodeHandle, NodeJoin)> {
                 event = events.recv() => match event {
                     Some(event) => {
                         log_event(&event, peer, &listen_tx);
+                        publish_event(&event, &events_tx);
                         if let Some(tx) = &forward {
                             // Waits while the driver is behind: the transport then drops gossip
                             // and refuses requests as busy, as it would without this hop.
@@ -464,16 +535,19 @@ pub fn start(config: Config) -> Result<(NodeHandle, NodeJoin)> {
                         break;
                     }
                 },
-                block = recv_block(&mut blocks) => log_block(block, &mut blocks),
+                block = recv_block(&mut blocks) => log_block(block, &mut blocks, &events_tx),
                 r = wait_join(&mut consensus_join) => {
                     // The driver stopped by itself: shut down through its handle, or failed
                     // (only a failing store does that). The node stops with it.
+                    stop_api(server, api_file.as_deref()).await;
                     let _ = transport.shutdown().await;
                     tracing::info!("node stopped");
                     return r;
                 }
             }
         }
+        // The API first: no new submissions while consensus stops.
+        stop_api(server, api_file.as_deref()).await;
         let result = match (consensus_handle, consensus_join) {
             (Some(h), Some(j)) => {
                 h.shutdown();
@@ -512,18 +586,36 @@ async fn recv_block(
     }
 }
 
+async fn stop_api(server: Option<mesh_api::Server>, file: Option<&Path>) {
+    if let Some(s) = server {
+        s.shutdown().await;
+    }
+    if let Some(f) = file {
+        let _ = std::fs::remove_file(f);
+    }
+}
+
 fn log_block(
     block: std::result::Result<consensus::Block, broadcast::error::RecvError>,
     blocks: &mut Option<broadcast::Receiver<consensus::Block>>,
+    events: &broadcast::Sender<mesh_api::types::Event>,
 ) {
     match block {
-        Ok(b) => tracing::info!(
-            height = b.block.cert.seq,
-            view = b.block.cert.view,
-            signers = b.block.cert.signers.count(),
-            requests = b.executed.len(),
-            "block committed"
-        ),
+        Ok(b) => {
+            tracing::info!(
+                height = b.block.cert.seq,
+                view = b.block.cert.view,
+                signers = b.block.cert.signers.count(),
+                requests = b.executed.len(),
+                "block committed"
+            );
+            let _ = events.send(mesh_api::types::Event::BlockCommitted {
+                height: b.block.cert.seq,
+                view: b.block.cert.view,
+                requests: b.block.batch.requests().len(),
+                executed: b.executed.len(),
+            });
+        }
         Err(broadcast::error::RecvError::Lagged(n)) => {
             tracing::info!(skipped = n, "blocks committed faster than they are logged");
         }
@@ -540,6 +632,20 @@ async fn wait_join(join: &mut Option<consensus::Join>) -> Result<()> {
         }
         None => std::future::pending().await,
     }
+}
+
+/// Passes the events API subscribers see (nobody listening is fine).
+fn publish_event(event: &Event, events: &broadcast::Sender<mesh_api::types::Event>) {
+    let e = match event {
+        Event::PeerConnected { peer, .. } => mesh_api::types::Event::PeerUp {
+            peer_id: peer.to_string(),
+        },
+        Event::PeerDisconnected { peer } => mesh_api::types::Event::PeerDown {
+            peer_id: peer.to_string(),
+        },
+        _ => return,
+    };
+    let _ = events.send(e);
 }
 
 fn log_event(event: &Event, me: PeerId, listen: &watch::Sender<Vec<Multiaddr>>) {
@@ -616,6 +722,13 @@ fn check_ports(listen: &[Multiaddr]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// When the node started, for its uptime.
+// The node's one monotonic reading outside the drivers' clocks: uptime is for people only.
+#[allow(clippy::disallowed_methods)]
+fn start_time() -> std::time::Instant {
+    std::time::Instant::now()
 }
 
 /// The wall clock, for the identity's creation time.

@@ -228,6 +228,44 @@ fn unknown_keys_and_bad_values_are_refused_by_name() {
     );
 }
 
+#[test]
+fn the_api_defaults_to_loopback_and_needs_a_token_beyond_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Config::load(&in_dir(dir.path()), no_env).unwrap();
+    assert_eq!(c.api, Some("127.0.0.1:0".parse().unwrap()));
+    assert!(c.api_token.is_none());
+
+    let file = dir.path().join("mesh.toml");
+    std::fs::write(&file, "api = \"off\"\n").unwrap();
+    assert_eq!(Config::load(&in_dir(dir.path()), no_env).unwrap().api, None);
+    std::fs::write(&file, "api = \"127.0.0.1:7780\"\n").unwrap();
+    let c = Config::load(&in_dir(dir.path()), no_env).unwrap();
+    assert_eq!(c.api, Some("127.0.0.1:7780".parse().unwrap()));
+    // The file's setting reads back from the file the node writes.
+    std::fs::write(&file, c.to_toml()).unwrap();
+    assert_eq!(
+        Config::load(&in_dir(dir.path()), no_env).unwrap().api,
+        c.api
+    );
+
+    std::fs::write(&file, "api = \"everywhere\"\n").unwrap();
+    let e = Config::load(&in_dir(dir.path()), no_env).unwrap_err();
+    assert!(matches!(e, Error::Setting { key: "api", .. }), "{e}");
+    std::fs::remove_file(&file).unwrap();
+
+    let open = env_of(&[("MESH_API", "0.0.0.0:7780")]);
+    let e = Config::load(&in_dir(dir.path()), &open).unwrap_err();
+    assert!(e.to_string().contains("MESH_API_TOKEN"), "{e}");
+    let with_token = env_of(&[("MESH_API", "0.0.0.0:7780"), ("MESH_API_TOKEN", "t")]);
+    let c = Config::load(&in_dir(dir.path()), &with_token).unwrap();
+    assert_eq!(c.api_token.as_deref(), Some("t"));
+    let flags = Overrides {
+        api: Some("off".into()),
+        ..in_dir(dir.path())
+    };
+    assert_eq!(Config::load(&flags, &open).unwrap().api, None);
+}
+
 // ----- init and the identity ----------------------------------------------------------------
 
 fn config_in(dir: &Path, passphrase: Option<&str>) -> Config {
@@ -498,6 +536,24 @@ async fn start_refuses_a_node_named_with_another_key_a_taken_port_and_no_identit
         .await
         .unwrap()
         .unwrap();
+    // Its API says so, with a 409 and a JSON body.
+    let api = mesh_api::client::Client::new(peer.api_addr().unwrap().to_string());
+    let e = tokio::task::spawn_blocking(move || api.submit_text("x"))
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(
+        matches!(&e, mesh_api::client::ClientError::Api { status: 409, code, .. } if code == "not_a_validator"),
+        "{e}"
+    );
+    // An API port in use is named too.
+    let mut c = configs[2].clone();
+    c.api = Some(peer.api_addr().unwrap());
+    let e = node::start(c).unwrap_err();
+    assert!(
+        matches!(&e, Error::AddressInUse { addr } if addr.contains("HTTP API")),
+        "{e}"
+    );
     peer.shutdown();
     tokio::time::timeout(Duration::from_secs(20), join)
         .await
@@ -530,11 +586,64 @@ async fn four_validators_started_from_a_genesis_commit_and_stop_cleanly() {
         assert!(n.consensus().is_some(), "every node is a validator");
     }
 
+    // Through the HTTP API: node 1 streams events while node 0 takes a submission.
+    let api = |i: usize| {
+        let addr = running[i].0.api_addr().expect("the API runs by default");
+        assert!(addr.ip().is_loopback());
+        let written =
+            std::fs::read_to_string(configs[i].data_dir.join(node::API_ADDR_FILE)).unwrap();
+        assert_eq!(written.trim(), addr.to_string());
+        mesh_api::client::Client::new(addr.to_string())
+    };
+    let (api0, api1, api2) = (api(0), api(1), api(2));
+    let receipt = tokio::task::spawn_blocking(move || {
+        let mut events = api1.events().unwrap();
+        let receipt = api0.submit_text("hello through the API").unwrap();
+        // Node 1 executes the block too and says so on its stream.
+        loop {
+            match events.next_event().unwrap() {
+                Some(mesh_api::types::Event::BlockCommitted { height, .. })
+                    if height >= receipt.height =>
+                {
+                    break;
+                }
+                Some(_) => {}
+                None => panic!("the event stream ended"),
+            }
+        }
+        let block = api2
+            .ledger(receipt.height, 1)
+            .unwrap()
+            .blocks
+            .into_iter()
+            .next()
+            .expect("the block is in node 2's ledger");
+        assert_eq!(block.height, receipt.height);
+        assert!(
+            block
+                .requests
+                .iter()
+                .any(|r| r.text.as_deref() == Some("hello through the API") && r.id == receipt.id),
+            "{block:?}"
+        );
+        assert!(block.signers.len() >= 3, "{block:?}");
+        let status = api2.status().unwrap();
+        assert!(status.consensus.unwrap().height >= receipt.height);
+        assert_eq!(status.peers, 3);
+        let metrics = api2.metrics().unwrap();
+        assert!(metrics.contains("mesh_consensus_height "), "{metrics}");
+        assert!(metrics.ends_with("# EOF\n"));
+        receipt
+    })
+    .await
+    .unwrap();
+
     let consensus = running[0].0.consensus().unwrap().clone();
     let committed = tokio::time::timeout(WAIT, consensus.submit(b"hello mesh".to_vec()))
         .await
         .expect("committed in time")
         .unwrap();
+    assert!(committed.seq >= receipt.height);
     for (n, _) in &running {
         let mut status = n.consensus().unwrap().watch_status();
         tokio::time::timeout(WAIT, status.wait_for(|s| s.executed >= committed.seq))
@@ -557,6 +666,10 @@ async fn four_validators_started_from_a_genesis_commit_and_stop_cleanly() {
     // the node starts again over the same directory.
     for c in &configs {
         assert!(c.data_dir.join("consensus").is_dir());
+        assert!(
+            !c.data_dir.join(node::API_ADDR_FILE).exists(),
+            "a stopped node removes its API address file"
+        );
     }
     let (again, join) = node::start(configs[0].clone()).unwrap();
     assert!(again.consensus().unwrap().status().executed >= committed.seq);

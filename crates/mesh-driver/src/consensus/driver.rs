@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use mesh_consensus::{
-    Limits, Output, Replica, Request, RequestAuth, StoreStorage, Submitted, ValidatorSet,
+    Limits, Output, Replica, Request, RequestAuth, Storage as _, StoreStorage, Submitted,
+    ValidatorSet,
 };
 use mesh_crypto::ed25519::SigningKey;
 use mesh_store::{DiskStore, Kv as _, Store as _};
@@ -32,6 +33,8 @@ const ID_CHUNK: u64 = 1 << 16;
 const DIAL_PATIENCE: Duration = Duration::from_secs(10);
 /// Most bytes of requests in one relay message.
 const RELAY_BYTES: usize = 1 << 20;
+/// The most bytes of blocks one ledger read through a [`Handle`](super::Handle) returns.
+const LEDGER_READ_BYTES: usize = 4 * 1024 * 1024;
 
 type Storage = StoreStorage<DiskStore>;
 
@@ -565,6 +568,18 @@ impl Loop {
                 let epoch = self.replica.validators().epoch();
                 let request = Request::change(self.me, id, epoch, &change).sign(&self.signer);
                 self.accept(request, Answer::Local(reply)).await
+            }
+            Command::Blocks { from, max, reply } => {
+                let blocks = self
+                    .replica
+                    .storage()
+                    .blocks(from, max, LEDGER_READ_BYTES)
+                    .map_err(|source| Error::Consensus {
+                        step: "reading the ledger",
+                        source,
+                    });
+                let _ = reply.send(blocks);
+                Ok(())
             }
         }
     }

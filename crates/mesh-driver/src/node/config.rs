@@ -8,7 +8,8 @@
 //!    otherwise `mesh.toml` in the data directory, if present. Unknown keys are refused with
 //!    the key named; relative paths in the file are relative to the file's directory;
 //! 3. the environment: [`env::DATA_DIR`], [`env::LISTEN`], [`env::BOOTSTRAP`], [`env::MDNS`],
-//!    [`env::GENESIS`], [`env::LOG`], and [`env::PASSPHRASE`] (which no file may hold);
+//!    [`env::GENESIS`], [`env::LOG`], [`env::API`], and the secrets no file may hold,
+//!    [`env::PASSPHRASE`] and [`env::API_TOKEN`];
 //! 4. the command line ([`Overrides`]).
 //!
 //! A list (`listen`, `bootstrap`) set by a later layer replaces the earlier one whole.
@@ -29,6 +30,9 @@ pub const DEFAULT_DATA_DIR: &str = "mesh-data";
 pub const DEFAULT_LISTEN: &str = "/ip4/0.0.0.0/tcp/0";
 /// The log filter when none is given.
 pub const DEFAULT_LOG: &str = "info";
+/// The HTTP API's address when none is given: loopback, a free port (the node writes the
+/// port it got to [`crate::node::API_ADDR_FILE`] in the data directory).
+pub const DEFAULT_API: &str = "127.0.0.1:0";
 /// The largest configuration file read.
 const MAX_FILE_LEN: u64 = 1024 * 1024;
 
@@ -50,6 +54,10 @@ pub mod env {
     pub const LOG: &str = "MESH_LOG";
     /// The passphrase sealing the identity (see [`crate::node::init`]).
     pub const PASSPHRASE: &str = mesh_identity::PASSPHRASE_ENV;
+    /// The HTTP API's address (`host:port`), or `off`.
+    pub const API: &str = "MESH_API";
+    /// The bearer token the HTTP API requires (required beyond loopback).
+    pub const API_TOKEN: &str = "MESH_API_TOKEN";
 }
 
 /// Everything a node needs to run. [`Config::default`] works as it is; [`Config::load`]
@@ -78,6 +86,12 @@ pub struct Config {
     /// in the data directory's key file (see [`crate::node::init`]). Set from
     /// [`env::PASSPHRASE`]; never from a file.
     pub protection: Option<Protection>,
+    /// Where the HTTP API listens (`mesh_api`), or `None` for no API. Default
+    /// [`DEFAULT_API`]. An address beyond loopback needs [`Config::api_token`].
+    pub api: Option<std::net::SocketAddr>,
+    /// The bearer token every API request must carry. Set from [`env::API_TOKEN`]; never
+    /// from a file.
+    pub api_token: Option<String>,
 }
 
 impl Default for Config {
@@ -90,6 +104,8 @@ impl Default for Config {
             genesis: None,
             log: DEFAULT_LOG.to_owned(),
             protection: None,
+            api: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
+            api_token: None,
         }
     }
 }
@@ -117,6 +133,8 @@ pub struct Overrides {
     pub genesis: Option<PathBuf>,
     /// `--log`.
     pub log: Option<String>,
+    /// `--api` (`host:port` or `off`).
+    pub api: Option<String>,
 }
 
 /// The file's keys; every one optional.
@@ -129,6 +147,7 @@ struct FileSettings {
     mdns: Option<bool>,
     genesis: Option<PathBuf>,
     log: Option<String>,
+    api: Option<String>,
 }
 
 impl Config {
@@ -188,6 +207,9 @@ impl Config {
             if let Some(l) = file.log {
                 config.log = l;
             }
+            if let Some(a) = file.api {
+                config.api = parse_api(&a, &origin)?;
+            }
             check_log(&config.log, &origin)?;
         }
 
@@ -217,6 +239,12 @@ impl Config {
         if let Some(p) = given(env::PASSPHRASE) {
             config.protection = Some(Protection::passphrase(p));
         }
+        if let Some(a) = given(env::API) {
+            config.api = parse_api(&a, env::API)?;
+        }
+        if let Some(t) = given(env::API_TOKEN) {
+            config.api_token = Some(t);
+        }
 
         if let Some(d) = &flags.data_dir {
             config.data_dir = d.clone();
@@ -236,6 +264,23 @@ impl Config {
         if let Some(l) = &flags.log {
             check_log(l, "--log")?;
             config.log = l.clone();
+        }
+        if let Some(a) = &flags.api {
+            config.api = parse_api(a, "--api")?;
+        }
+        if let Some(addr) = config.api
+            && !addr.ip().is_loopback()
+            && config.api_token.is_none()
+        {
+            return Err(Error::Setting {
+                key: "api",
+                origin: "the configuration".into(),
+                detail: format!(
+                    "{addr} is reachable beyond this machine: set {} to the token clients \
+                     must send, or listen on 127.0.0.1",
+                    env::API_TOKEN
+                ),
+            });
         }
         if config.listen.is_empty() {
             return Err(Error::Setting {
@@ -280,7 +325,7 @@ impl Config {
         let defaults = Self::default();
         let mut out = String::from(
             "# agentmesh node configuration. Precedence: defaults < this file < environment\n\
-             # (MESH_LISTEN, MESH_BOOTSTRAP, MESH_MDNS, MESH_GENESIS, MESH_LOG) < command line.\n\
+             # (MESH_LISTEN, MESH_BOOTSTRAP, MESH_MDNS, MESH_GENESIS, MESH_LOG, MESH_API) < command line.\n\
              # Unknown keys are an error. Relative paths are relative to this file's directory.\n\n",
         );
         out.push_str("# Multiaddresses to listen on.\n");
@@ -303,6 +348,17 @@ impl Config {
             Some(g) => format!("genesis = {}\n\n", toml_string(&g.display().to_string())),
             None => "# genesis = \"genesis.json\"\n\n".to_owned(),
         });
+        out.push_str(
+            "# The HTTP API (host:port, or \"off\"); port 0 picks a free one, written to\n\
+             # api.addr in the data directory. Beyond loopback it needs MESH_API_TOKEN.\n",
+        );
+        out.push_str(&line(
+            self.api != defaults.api,
+            format!(
+                "api = {}\n\n",
+                toml_string(&self.api.map_or_else(|| "off".to_owned(), |a| a.to_string()))
+            ),
+        ));
         out.push_str("# Log filter: a level, or target=level items separated by commas.\n");
         out.push_str(&line(
             self.log != defaults.log,
@@ -375,6 +431,18 @@ fn parse_addrs<'a>(
             })
         })
         .collect()
+}
+
+/// `host:port` (an IP address) or `off`.
+fn parse_api(text: &str, origin: &str) -> Result<Option<std::net::SocketAddr>> {
+    if text.trim().eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    text.trim().parse().map(Some).map_err(|_| Error::Setting {
+        key: "api",
+        origin: origin.to_owned(),
+        detail: format!("{text:?} is not `ip:port` or `off`"),
+    })
 }
 
 fn parse_bool(text: &str) -> Option<bool> {
