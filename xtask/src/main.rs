@@ -6,7 +6,9 @@
 //! - `cargo xtask deps`: install the system packages the tests need (`iproute2`, `iptables`).
 //! - `cargo xtask data`: fetch and verify the data sets the tests use (the 8x8 digits, from
 //!   scikit-learn's wheel on PyPI), into `target/data/`.
-//! - `cargo xtask testnet`: the main job: start what exists of the mesh and drive it.
+//! - `cargo xtask testnet`: the main job: a mesh of `mesh-node` processes on loopback,
+//!   driven through their HTTP APIs (`--scenario demo|chaos`), then the parts not in the
+//!   binaries yet as examples.
 //! - `cargo xtask sim [--seeds N]`: the consensus simulation sweep over N seeds (release).
 //! - `cargo xtask bench`: the cross-process figures (`cargo bench` runs the in-process ones).
 //! - `cargo xtask tidy`: the architecture checks alone (crate layering, core purity).
@@ -19,6 +21,7 @@ mod bench;
 mod data;
 mod deps;
 mod layers;
+mod mesh;
 mod sim;
 mod testnet;
 mod util;
@@ -32,7 +35,7 @@ commands:
   test      install test deps and data, check formatting, run clippy (-D warnings), every test and example
   deps      install the system packages the tests need (iproute2, iptables; as root, apt-get)
   data      fetch and verify the data sets the tests use (digits, via pip) into target/data
-  testnet   start what exists of the mesh on loopback and drive it (see README)
+  testnet   start validator processes on loopback and drive them: [--nodes N] [--scenario demo|chaos] [--requests R] [--keep]
   sim       consensus simulation sweep: --seeds N (default 10000), release build
   bench     cross-process figures: four consensus validator processes on loopback
   tidy      check crate layering and protocol-core purity from `cargo metadata`
