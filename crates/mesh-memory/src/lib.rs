@@ -14,7 +14,15 @@
 #![forbid(unsafe_code)]
 
 pub mod ann;
+mod codec;
+pub mod episodic;
 pub mod error;
+pub mod graph;
+pub mod working;
 
 pub use ann::{Hit, Hnsw, Params, Scratch};
+pub use codec::{Attributes, MAX_NAME_BYTES, MAX_PAIRS, MAX_VALUE_BYTES};
+pub use episodic::{Episode, Episodic, Kind, NewEpisode, Peer, Query};
 pub use error::{Error, Result};
+pub use graph::{Direction, Edge, Entity, Follow, Graph, Relation};
+pub use working::Working;
