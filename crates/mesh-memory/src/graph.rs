@@ -32,6 +32,21 @@
 //! depth and bounded number of entities visited) and [`Graph::entities_of_type`]. Results
 //! are deterministic: neighbours come in key order (relation type, then the other id),
 //! outgoing before incoming.
+//!
+//! ```
+//! use mesh_memory::graph::{Entity, Follow, Graph, Relation};
+//!
+//! let store = mesh_store::MemStore::new(); // `DiskStore::open(dir)?` in a node
+//! let mut graph = Graph::open(&store, "graph")?;
+//! graph.put_entity(&Entity::new("alice", "person"))?;
+//! graph.put_entity(&Entity::new("acme", "org").with("city", "Lyon"))?;
+//! graph.put_relation(&Relation::new("alice", "works_at", "acme").with("since", "2024"))?;
+//! let path = graph.shortest_path("acme", "alice", 3, Follow::ALL)?.expect("a path");
+//! assert_eq!(path.entities, ["acme", "alice"]);
+//! graph.delete_entity("acme")?; // and its relations, atomically
+//! assert!(graph.neighbours("alice", Follow::ALL, 10)?.is_empty());
+//! # Ok::<(), mesh_memory::Error>(())
+//! ```
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::ops::Bound;
@@ -1099,6 +1114,17 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn decoding_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..100)) {
+            let _ = decode_entity("x", &bytes);
+            let _ = decode_attributes(&bytes);
+            let _ = decode_degree(&bytes);
+            let _ = parse_adjacency(TAG_OUT, &bytes);
+            let _ = parse_adjacency(TAG_IN, &bytes);
+        }
     }
 
     #[test]

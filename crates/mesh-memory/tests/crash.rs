@@ -5,7 +5,8 @@
 //! half-indexed.
 //!
 //! The writer is this same test binary re-run with `--exact crash_child_writer` and the store
-//! directory in `MESH_MEMORY_CRASH_DIR`; it prints `ack episode <id>` / `ack graph <n>` after
+//! directory in `MESH_MEMORY_CRASH_DIR`; every sixteenth step appends three episodes in one
+//! `append_all`, which must land whole or not at all. It prints `ack episode <id>` / `ack graph <n>` after
 //! each call returns `Ok`. Run without that variable, `crash_child_writer` checks a short
 //! stream in-process.
 
@@ -66,9 +67,15 @@ fn write_stream(dir: &Path, max: u64, out: &mut impl Write) {
     }
     let end = i + max;
     while i < end {
-        let id = episodes.append(&expected(i)).unwrap();
-        assert_eq!(id, i);
-        writeln!(out, "ack episode {id}").unwrap();
+        if i % 16 == 5 {
+            // Three episodes in one atomic commit: indices 5, 6, 7 modulo 16.
+            let batch = [expected(i), expected(i + 1), expected(i + 2)];
+            assert_eq!(episodes.append_all(&batch).unwrap(), i);
+            i += 2;
+        } else {
+            assert_eq!(episodes.append(&expected(i)).unwrap(), i);
+        }
+        writeln!(out, "ack episode {i}").unwrap();
         // Grow the chain n0 -> n1 -> ... by one node every third episode; node n is
         // written with its link from n - 1.
         while next_node <= i / 3 {
@@ -96,6 +103,10 @@ fn verify(dir: &Path, acked_episode: Option<u64>, acked_graph: Option<u64>) -> u
     if let Some(a) = acked_episode {
         assert!(len > a, "{len} episodes but {a} was acknowledged");
     }
+    assert!(
+        !matches!(len % 16, 6 | 7),
+        "{len} episodes: a three-episode batch was cut"
+    );
     // Every episode present is exactly what was written, and reachable through every index.
     let mut from = 0;
     while from < len {
@@ -194,7 +205,12 @@ fn crash_child_writer() {
             let mut acks = Vec::new();
             write_stream(dir.path(), 40, &mut acks);
             let (e, g) = parse_acks(std::str::from_utf8(&acks).unwrap().lines());
-            assert_eq!((e, g), (Some(39), Some(13)));
+            assert_eq!(
+                (e, g),
+                (Some(39), Some(13)),
+                "{}",
+                String::from_utf8_lossy(&acks)
+            );
             assert_eq!(verify(dir.path(), e, g), 40);
         }
     }

@@ -47,6 +47,8 @@ enum EpOp {
         limit: usize,
     },
     Get(u64),
+    /// Several appends in one `append_all`.
+    AppendAll(Vec<(u64, u8, u8, Vec<usize>)>),
     Reopen,
 }
 
@@ -71,6 +73,11 @@ fn ep_op() -> impl Strategy<Value = EpOp> {
                 limit,
             }),
         1 => (0..30u64).prop_map(EpOp::Get),
+        1 => prop::collection::vec(
+            (0..20u64, 0..3u8, 0..3u8, prop::collection::vec(0..WORDS.len(), 1..5)),
+            0..5,
+        )
+        .prop_map(EpOp::AppendAll),
         1 => Just(EpOp::Reopen),
     ]
 }
@@ -159,6 +166,18 @@ fn check_episodic<S: Store>(open: impl Fn() -> S, ops: Vec<EpOp>) -> Result<(), 
                     "{:?}",
                     q
                 );
+            }
+            EpOp::AppendAll(items) => {
+                let batch: Vec<NewEpisode> = items
+                    .iter()
+                    .enumerate()
+                    .map(|(j, (at, p, k, words))| {
+                        NewEpisode::new(Timestamp(*at), peer(*p), kind(*k), text(words))
+                            .with("n", (model.len() + j).to_string())
+                    })
+                    .collect();
+                prop_assert_eq!(memory.append_all(&batch).unwrap(), model.len() as u64);
+                model.extend(batch);
             }
             EpOp::Get(id) => {
                 let want = model.get(id as usize).map(|e| as_episode(id, e));
