@@ -26,12 +26,86 @@ pub enum Error {
     /// A setting out of range.
     #[error("invalid setting: {0}")]
     Invalid(String),
+    /// A text, name or id that must not be empty was.
+    #[error("empty {what}")]
+    Empty {
+        /// Which input.
+        what: &'static str,
+    },
+    /// A text, name or id longer than its bound.
+    #[error("{what} of {len} bytes exceeds the limit of {max}")]
+    TooLong {
+        /// Which input.
+        what: &'static str,
+        /// Its length in bytes.
+        len: usize,
+        /// The bound.
+        max: usize,
+    },
+    /// More entries (metadata pairs, query words) than allowed.
+    #[error("{count} {what} entries exceed the limit of {max}")]
+    TooMany {
+        /// Which input.
+        what: &'static str,
+        /// How many were given.
+        count: usize,
+        /// The bound.
+        max: usize,
+    },
+    /// A name, id or text with a character it may not contain.
+    #[error("invalid {what}: {detail}")]
+    BadName {
+        /// Which input.
+        what: &'static str,
+        /// Why.
+        detail: String,
+    },
+    /// A knowledge-graph operation named an entity the graph does not hold.
+    #[error("unknown entity {id:?}")]
+    UnknownEntity {
+        /// The entity id.
+        id: String,
+    },
+    /// An operation would exceed one of the memory's bounds (a limit, a depth, a degree,
+    /// the number of entities a search may visit).
+    #[error("{what} exceeds the bound of {max}")]
+    BoundExceeded {
+        /// Which bound.
+        what: &'static str,
+        /// The bound.
+        max: u64,
+    },
+    /// The underlying store failed.
+    #[error("storage failed while {op}: {source}")]
+    Store {
+        /// What the memory was doing.
+        op: &'static str,
+        /// The store's error.
+        #[source]
+        source: mesh_store::Error,
+    },
+    /// A stored record could not be decoded or breaks the memory's invariants.
+    #[error("corrupt {what} record at key {key}: {detail}")]
+    Corrupt {
+        /// Which kind of record.
+        what: &'static str,
+        /// Its key, escaped.
+        key: String,
+        /// What was wrong.
+        detail: String,
+    },
 }
 
 impl HasKind for Error {
     fn kind(&self) -> ErrorKind {
         match self {
             Self::Full => ErrorKind::TooLarge,
+            Self::TooLong { .. } | Self::TooMany { .. } | Self::BoundExceeded { .. } => {
+                ErrorKind::TooLarge
+            }
+            Self::UnknownEntity { .. } => ErrorKind::NotFound,
+            Self::Store { source, .. } => source.kind(),
+            Self::Corrupt { .. } => ErrorKind::Corrupt,
             _ => ErrorKind::InvalidInput,
         }
     }

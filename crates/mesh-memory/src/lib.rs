@@ -7,6 +7,22 @@
 //! - [`ann`]: an HNSW index over unit vectors by cosine similarity ([`Hnsw`]), the exact
 //!   search it is measured against, recall, and the clustered synthetic sets its benchmark
 //!   uses (`cargo bench -p mesh-memory`).
+//! - [`episodic`]: the append-only record of interactions ([`Episodic`] over a
+//!   [`mesh_store::Store`]): queries by time range, peer, kind and full text (its own
+//!   inverted index), combined, newest first. Each append writes the episode and all its
+//!   index entries in one atomic batch and returns once they are durable.
+//! - [`working`]: bounded in-memory working memory ([`Working`]) evicting by a documented
+//!   score of recency and relevance; time is passed in, so it is deterministic.
+//! - [`graph`]: the knowledge graph ([`Graph`]): typed entities and typed directed relations
+//!   with adjacency in both directions; neighbours, k-hop neighbourhoods, bounded shortest
+//!   paths and entities by type. Every change, including deleting an entity with its
+//!   relations, is one atomic batch.
+//!
+//! The persistent stores run on `DiskStore` (crash-safe: a call that returned `Ok` survives
+//! a crash) and, in tests, on `MemStore`. Their records are a small versioned binary format
+//! written with `mesh_types::wire`; decoding re-checks every bound and refuses anything
+//! malformed with [`Error::Corrupt`]. Everything from outside is bounded (text, names,
+//! metadata, limits, hops, degrees) and refused with a typed [`Error`].
 //!
 //! Input is checked (dimension, finite values, non-zero vectors) and refused with an
 //! [`Error`], never a panic.
@@ -14,7 +30,15 @@
 #![forbid(unsafe_code)]
 
 pub mod ann;
+mod codec;
+pub mod episodic;
 pub mod error;
+pub mod graph;
+pub mod working;
 
 pub use ann::{Hit, Hnsw, Params, Scratch};
+pub use codec::{Attributes, MAX_NAME_BYTES, MAX_PAIRS, MAX_VALUE_BYTES};
+pub use episodic::{Episode, Episodic, Kind, NewEpisode, Peer, Query};
 pub use error::{Error, Result};
+pub use graph::{Direction, Edge, Entity, Follow, Graph, Relation};
+pub use working::Working;
