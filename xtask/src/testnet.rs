@@ -28,6 +28,7 @@ use crate::util::{cargo, root, step};
 
 const HELP: &str = "\
 usage: cargo xtask testnet [--nodes N] [--scenario demo|chaos] [--requests R] [--keep]
+                           [--debug] [--no-examples]
 
 Builds mesh-node, starts N validator processes on loopback (default 4) from one genesis,
 waits for the mesh to form, and drives the scenario through the nodes' HTTP APIs:
@@ -35,13 +36,17 @@ waits for the mesh to form, and drives the scenario through the nodes' HTTP APIs
   chaos  the same while the primary is killed (SIGKILL) and restarted
 then checks the ledgers, stops every node (SIGINT), verifies each ledger with mesh-ledger,
 and runs the parts not yet in the binaries (agent messaging, federated learning) as
-examples. --keep leaves the mesh running and prints its API addresses.";
+examples. --keep leaves the mesh running and prints its API addresses.
+--debug builds the binaries in the dev profile (what `cargo xtask test` uses: no release
+build); --no-examples skips the examples.";
 
 struct Options {
     nodes: usize,
     chaos: bool,
     requests: usize,
     keep: bool,
+    debug: bool,
+    examples: bool,
 }
 
 fn parse(args: &[String]) -> Result<Option<Options>> {
@@ -50,6 +55,8 @@ fn parse(args: &[String]) -> Result<Option<Options>> {
         chaos: false,
         requests: 1000,
         keep: false,
+        debug: false,
+        examples: true,
     };
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -85,6 +92,8 @@ fn parse(args: &[String]) -> Result<Option<Options>> {
                 other => bail!("unknown scenario {other:?}: demo or chaos"),
             },
             "--keep" => o.keep = true,
+            "--debug" => o.debug = true,
+            "--no-examples" => o.examples = false,
             other => bail!("unknown option {other:?} (see --help)"),
         }
     }
@@ -114,18 +123,17 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     }
     fs::create_dir_all(&data).with_context(|| format!("creating {}", data.display()))?;
 
+    let profile = if o.debug { "debug" } else { "release" };
     let mut build = cargo();
-    build.args([
-        "build",
-        "--release",
-        "--quiet",
-        "-p",
-        "mesh-node",
-        "-p",
-        "mesh-ledger",
-    ]);
-    step("building mesh-node and mesh-ledger (release)", build)?;
-    let bin = target_dir().join("release").join("mesh-node");
+    build.args(["build", "--quiet", "-p", "mesh-node", "-p", "mesh-ledger"]);
+    if !o.debug {
+        build.arg("--release");
+    }
+    step(
+        &format!("building mesh-node and mesh-ledger ({profile})"),
+        build,
+    )?;
+    let bin = target_dir().join(profile).join("mesh-node");
 
     println!(
         "\n==> {} validators on loopback (data in {})",
@@ -250,22 +258,18 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         }
         println!("every node exited 0");
         for node in &mesh.nodes {
-            let mut cmd = cargo();
-            cmd.args([
-                "run",
-                "--quiet",
-                "--release",
-                "-p",
-                "mesh-ledger",
-                "--",
-                "verify",
-            ])
-            .arg(node.dir.join("consensus"));
+            let mut cmd =
+                std::process::Command::new(target_dir().join(profile).join("mesh-ledger"));
+            cmd.arg("verify").arg(node.dir.join("consensus"));
             step(&format!("mesh-ledger verify (node {})", node.index), cmd)?;
         }
     }
 
-    let ran_examples = run_examples(&data)?;
+    let ran_examples = if o.examples {
+        run_examples(&data)?
+    } else {
+        vec!["examples: skipped (--no-examples)".to_owned()]
+    };
 
     println!(
         "\ntestnet summary ({} scenario)",

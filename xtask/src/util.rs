@@ -126,6 +126,20 @@ pub(crate) fn run_test(args: &[String]) -> Result<()> {
         step(&format!("example {example}"), run)?;
     }
 
+    // Real processes: four mesh-node validators on loopback, the primary killed with SIGKILL
+    // and restarted, every acknowledged decision checked in every ledger (dev profile: the
+    // binaries the tests just built).
+    println!("\n==> cargo xtask testnet --scenario chaos --debug --no-examples --requests 300");
+    crate::testnet::run(&[
+        "--scenario".into(),
+        "chaos".into(),
+        "--debug".into(),
+        "--no-examples".into(),
+        "--requests".into(),
+        "300".into(),
+    ])
+    .context("the process testnet (chaos scenario)")?;
+
     println!(
         "\nxtask test: all steps passed in {:.0}s",
         started.elapsed().as_secs_f64()
