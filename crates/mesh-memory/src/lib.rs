@@ -14,7 +14,9 @@
 #![forbid(unsafe_code)]
 
 pub mod ann;
+pub mod embed;
 pub mod error;
 
 pub use ann::{Hit, Hnsw, Params, Scratch};
+pub use embed::{Embedder, HashingEmbedder, MiniLm};
 pub use error::{Error, Result};
