@@ -289,3 +289,150 @@ impl Bert {
         mean.broadcast_div(&norm)?.to_vec2::<f32>()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> Config {
+        Config {
+            hidden: 8,
+            layers: 2,
+            heads: 2,
+            intermediate: 16,
+            max_positions: 16,
+            vocab: 12,
+            eps: 1e-12,
+        }
+    }
+
+    /// A tensor of fixed pseudo-random values in [-0.4, 0.4] (xorshift32).
+    fn tensor(seed: &mut u32, shape: &[usize]) -> Tensor {
+        let n: usize = shape.iter().product();
+        let v: Vec<f32> = (0..n)
+            .map(|_| {
+                *seed ^= *seed << 13;
+                *seed ^= *seed >> 17;
+                *seed ^= *seed << 5;
+                (*seed as f32 / u32::MAX as f32 - 0.5) * 0.8
+            })
+            .collect();
+        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+    }
+
+    /// A tiny BERT with fixed pseudo-random weights, as safetensors bytes.
+    fn tiny_weights(c: &Config, skip: Option<&str>) -> Vec<u8> {
+        let mut seed = 0x2545_f491_u32;
+        let seed = &mut seed;
+        let mut tensor = |shape: &[usize]| tensor(seed, shape);
+        let (h, i) = (c.hidden, c.intermediate);
+        let mut map = HashMap::new();
+        map.insert(
+            "embeddings.word_embeddings.weight".to_string(),
+            tensor(&[c.vocab, h]),
+        );
+        map.insert(
+            "embeddings.position_embeddings.weight".to_string(),
+            tensor(&[c.max_positions, h]),
+        );
+        map.insert(
+            "embeddings.token_type_embeddings.weight".to_string(),
+            tensor(&[2, h]),
+        );
+        let norm =
+            |map: &mut HashMap<String, Tensor>, p: &str, t: &mut dyn FnMut(&[usize]) -> Tensor| {
+                map.insert(format!("{p}.weight"), (t(&[h]) + 1.0).unwrap());
+                map.insert(format!("{p}.bias"), t(&[h]));
+            };
+        norm(&mut map, "embeddings.LayerNorm", &mut tensor);
+        for l in 0..c.layers {
+            let p = format!("encoder.layer.{l}");
+            for (name, out, inp) in [
+                ("attention.self.query", h, h),
+                ("attention.self.key", h, h),
+                ("attention.self.value", h, h),
+                ("attention.output.dense", h, h),
+                ("intermediate.dense", i, h),
+                ("output.dense", h, i),
+            ] {
+                map.insert(format!("{p}.{name}.weight"), tensor(&[out, inp]));
+                map.insert(format!("{p}.{name}.bias"), tensor(&[out]));
+            }
+            norm(
+                &mut map,
+                &format!("{p}.attention.output.LayerNorm"),
+                &mut tensor,
+            );
+            norm(&mut map, &format!("{p}.output.LayerNorm"), &mut tensor);
+        }
+        if let Some(name) = skip {
+            map.remove(name);
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tiny.safetensors");
+        candle_core::safetensors::save(&map, &path).unwrap();
+        std::fs::read(&path).unwrap()
+    }
+
+    #[test]
+    fn padding_is_masked_out_and_vectors_have_unit_norm() {
+        let bert = Bert::from_safetensors(config(), &tiny_weights(&config(), None)).unwrap();
+        let alone = bert.embed(&[1, 5, 7, 2], &[1.0; 4], 1, 4).unwrap();
+        let batch = bert
+            .embed(
+                &[1, 5, 7, 2, 0, 0, 1, 3, 4, 9, 8, 2],
+                &[1., 1., 1., 1., 0., 0., 1., 1., 1., 1., 1., 1.],
+                2,
+                6,
+            )
+            .unwrap();
+        assert_eq!(batch.len(), 2);
+        for (a, b) in alone[0].iter().zip(&batch[0]) {
+            assert!((a - b).abs() < 1e-6, "{a} vs {b}");
+        }
+        for v in &batch {
+            let norm: f32 = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+            assert!((norm - 1.0).abs() < 1e-5);
+        }
+        assert_ne!(batch[0], batch[1]);
+    }
+
+    #[test]
+    fn missing_or_misshapen_tensors_are_refused() {
+        let c = config();
+        let err = Bert::from_safetensors(
+            c.clone(),
+            &tiny_weights(&c, Some("encoder.layer.1.output.dense.bias")),
+        )
+        .unwrap_err();
+        assert!(err.contains("encoder.layer.1.output.dense.bias"), "{err}");
+        let wider = Config {
+            hidden: 16,
+            ..c.clone()
+        };
+        let err = Bert::from_safetensors(wider, &tiny_weights(&c, None)).unwrap_err();
+        assert!(err.contains("shape"), "{err}");
+        assert!(Bert::from_safetensors(c, b"garbage").is_err());
+    }
+
+    #[test]
+    fn config_is_checked() {
+        let good = br#"{"model_type": "bert", "hidden_act": "gelu", "hidden_size": 384,
+            "num_hidden_layers": 6, "num_attention_heads": 12, "intermediate_size": 1536,
+            "max_position_embeddings": 512, "vocab_size": 30522, "layer_norm_eps": 1e-12,
+            "position_embedding_type": "absolute"}"#;
+        let c = Config::from_json(good).unwrap();
+        assert_eq!((c.hidden, c.layers, c.heads, c.eps), (384, 6, 12, 1e-12));
+        let text = std::str::from_utf8(good).unwrap();
+        for (from, to) in [
+            ("\"gelu\"", "\"relu\""),
+            ("\"absolute\"", "\"relative_key\""),
+            ("\"num_attention_heads\": 12", "\"num_attention_heads\": 7"),
+            ("\"layer_norm_eps\": 1e-12", "\"layer_norm_eps\": -1"),
+            ("\"hidden_size\": 384", "\"hidden_size\": 0"),
+        ] {
+            let bad = text.replace(from, to);
+            assert!(Config::from_json(bad.as_bytes()).is_err(), "{to}");
+        }
+    }
+}
