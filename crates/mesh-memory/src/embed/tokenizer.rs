@@ -3,8 +3,10 @@
 //! It follows the reference `tokenizers` library step by step, with the same Unicode tables
 //! where they matter (`unicode_categories`, the crate the reference uses):
 //!
-//! 1. The special tokens (`[CLS]`, `[SEP]`, `[PAD]`, `[UNK]`, `[MASK]`, matched exactly in the
-//!    raw text) are split out first and become their ids.
+//! 1. The added tokens (here `[CLS]`, `[SEP]`, `[PAD]`, `[UNK]`, `[MASK]`, matched exactly
+//!    and case-sensitively in the raw text, as the reference does) are split out first and
+//!    become their ids. Added tokens matched after normalisation, or with `single_word`,
+//!    `lstrip` or `rstrip`, are refused when loading.
 //! 2. `BertNormalizer`: drop NUL, U+FFFD and control/format/private-use characters, turn
 //!    whitespace into spaces (clean text); put spaces around CJK ideographs; if lowercasing,
 //!    decompose (NFD) and drop non-spacing marks (strip accents), then lowercase each
@@ -108,8 +110,21 @@ impl Tokenizer {
                     .as_u64()
                     .and_then(|id| u32::try_from(id).ok())
                     .ok_or("`added_tokens[].id` is not a u32")?;
-                let normalized = token.get("normalized").and_then(|n| n.as_bool());
-                if !content.is_empty() && normalized == Some(false) {
+                let set = |key: &str| token.get(key).and_then(|n| n.as_bool());
+                for key in ["single_word", "lstrip", "rstrip"] {
+                    if set(key) == Some(true) {
+                        return Err(format!(
+                            "added token {content:?} sets `{key}`, which is not supported"
+                        ));
+                    }
+                }
+                if set("normalized") == Some(true) {
+                    return Err(format!(
+                        "added token {content:?} is matched after normalisation, which is not \
+                         supported"
+                    ));
+                }
+                if !content.is_empty() {
                     specials.push((content.to_owned(), id));
                 }
             }
@@ -175,17 +190,19 @@ impl Tokenizer {
         ids
     }
 
-    /// The leftmost special token in `text` (longest at a position): byte offset, length, id.
+    /// The leftmost special token in `text` (the longest at that position): byte offset,
+    /// length, id.
     fn next_special(&self, text: &str) -> Option<(usize, usize, u32)> {
-        if self.specials.is_empty() {
-            return None;
+        let mut best: Option<(usize, usize, u32)> = None;
+        // Longest first, so a later match at the same offset never replaces an earlier one.
+        for (special, id) in &self.specials {
+            if let Some(at) = text.find(special.as_str())
+                && best.is_none_or(|(b, _, _)| at < b)
+            {
+                best = Some((at, special.len(), *id));
+            }
         }
-        text.match_indices('[').find_map(|(at, _)| {
-            self.specials
-                .iter()
-                .find(|(s, _)| text[at..].starts_with(s.as_str()))
-                .map(|(s, id)| (at, s.len(), *id))
-        })
+        best
     }
 
     fn encode_plain(&self, text: &str, ids: &mut Vec<u32>) {
@@ -316,7 +333,7 @@ mod tests {
     use super::*;
 
     /// A tiny tokenizer.json in the reference's format.
-    fn tiny() -> Tokenizer {
+    fn tiny_json() -> serde_json::Value {
         let vocab = [
             "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "un", "##aff", "##able", "hello", "!",
             "cafe", "北", "京", ",", "a", "##b",
@@ -338,7 +355,11 @@ mod tests {
                 "continuing_subword_prefix": "##", "max_input_chars_per_word": 9,
                 "vocab": vocab},
         });
-        Tokenizer::from_json(json.to_string().as_bytes()).unwrap()
+        json
+    }
+
+    fn tiny() -> Tokenizer {
+        Tokenizer::from_json(tiny_json().to_string().as_bytes()).unwrap()
     }
 
     #[test]
@@ -362,5 +383,14 @@ mod tests {
         let err = Tokenizer::from_json(br#"{"model": {"type": "BPE"}}"#).unwrap_err();
         assert!(err.contains("BPE"), "{err}");
         assert!(Tokenizer::from_json(b"not json").is_err());
+        for flag in ["lstrip", "rstrip", "single_word", "normalized"] {
+            let mut json = tiny_json();
+            json["added_tokens"][1][flag] = serde_json::json!(true);
+            let err = Tokenizer::from_json(json.to_string().as_bytes()).unwrap_err();
+            assert!(err.contains("[MASK]"), "{err}");
+        }
+        let mut json = tiny_json();
+        json["normalizer"]["lowercase"] = serde_json::json!("yes");
+        assert!(Tokenizer::from_json(json.to_string().as_bytes()).is_err());
     }
 }
