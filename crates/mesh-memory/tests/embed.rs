@@ -57,7 +57,8 @@ fn token_ids_match_the_reference_tokenizer() {
     let tokenizer = Tokenizer::from_json(&bytes).unwrap();
     let cases = reference("tokens.json");
     let cases = cases.as_array().unwrap();
-    assert!(cases.len() >= 10);
+    // 12 picked by hand, then 300 random ones.
+    assert_eq!(cases.len(), 312);
     for case in cases {
         let text = case["text"].as_str().unwrap();
         let want: Vec<u32> = case["ids"]

@@ -2,10 +2,12 @@
 
 Run: python3 tokenize.py <model dir> > tokens.json  (see README.md here).
 Truncation and padding of tokenizer.json are switched off: the test checks tokenization
-alone, on texts shorter than any limit (and one word longer than 100 characters).
+alone, on texts shorter than any limit (and one word longer than 100 characters). After the
+hand-picked texts come 300 random ones (seeded) drawn from the same kinds of characters.
 """
 
 import json
+import random
 import sys
 
 from tokenizers import Tokenizer
@@ -26,11 +28,37 @@ TEXTS = [
 ]
 
 
+# Character pools for the random texts.
+POOLS = [
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789",
+    " \t\n\r\u00a0\u2003\u3000\u200b\u0085",
+    "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~¡¿«»“”‘’—–…·•€£¥©®™°±×÷§¶",
+    "éèêëàâäôöûüçñÉÈÀÇÑåÅøØæÆßœŒłŁ",
+    "北京中国人大学日本語東京漢字한국어ひらがなカタカナ",
+    "Ελληνικάрусскийעבריתالعربيةहिन्दीไทย",
+    "\U0001f600\U0001f980\U0001f44d\U0001f3fd\u2764\ufe0f\u200d\U0001f1eb\U0001f1f7\u2728",
+    "\u0301\u0308\u0327\u00ad\ufeff\x07\x00\ufffd",
+    "\ufb01\ufb02\u2460\u00bd\u212b\u339e\uff21\uff22\uff23\uff11\uff12\uff13",
+]
+WORDS = ["the", "[CLS]", "[SEP]", "[MASK]", "running", "unbelievable", "[unk]", "co-operate", "e-mail"]
+
+
+def random_texts(n):
+    rng = random.Random(7)
+    out = []
+    for _ in range(n):
+        s = "".join(rng.choice(rng.choice(POOLS)) for _ in range(rng.randint(1, 40)))
+        if rng.random() < 0.3:
+            s = " ".join(rng.choice(WORDS) for _ in range(5)) + s
+        out.append(s)
+    return out
+
+
 def main() -> None:
     tok = Tokenizer.from_file(f"{sys.argv[1]}/tokenizer.json")
     tok.no_truncation()
     tok.no_padding()
-    cases = [{"text": t, "ids": tok.encode(t).ids} for t in TEXTS]
+    cases = [{"text": t, "ids": tok.encode(t).ids} for t in TEXTS + random_texts(300)]
     # One case per line.
     lines = [json.dumps(c, ensure_ascii=False) for c in cases]
     print("[\n" + ",\n".join(lines) + "\n]")
