@@ -99,9 +99,9 @@ impl LayerNorm {
 
 #[derive(Debug)]
 struct Layer {
-    query: Linear,
-    key: Linear,
-    value: Linear,
+    /// Query, key and value in one matmul (`hidden x 3 hidden`); the query's part is
+    /// pre-multiplied by `1 / sqrt(head size)`, the attention scores' scale.
+    qkv: Linear,
     attention_out: Linear,
     attention_norm: LayerNorm,
     intermediate: Linear,
@@ -154,6 +154,26 @@ fn linear(
     })
 }
 
+/// Query, key and value side by side, the query scaled (see [`Layer::qkv`]).
+fn qkv(
+    tensors: &mut HashMap<String, Tensor>,
+    prefix: &str,
+    config: &Config,
+) -> Result<Linear, String> {
+    let h = config.hidden;
+    let scale = 1.0 / ((h / config.heads) as f64).sqrt();
+    let q = linear(tensors, &format!("{prefix}.query"), h, h)?;
+    let k = linear(tensors, &format!("{prefix}.key"), h, h)?;
+    let v = linear(tensors, &format!("{prefix}.value"), h, h)?;
+    let fuse = || -> candle_core::Result<Linear> {
+        Ok(Linear {
+            weight_t: Tensor::cat(&[(q.weight_t * scale)?, k.weight_t, v.weight_t], 1)?,
+            bias: Tensor::cat(&[(q.bias * scale)?, k.bias, v.bias], 0)?,
+        })
+    };
+    fuse().map_err(|e| format!("{prefix}: {e}"))
+}
+
 fn layer_norm(
     tensors: &mut HashMap<String, Tensor>,
     prefix: &str,
@@ -182,9 +202,7 @@ impl Bert {
         for i in 0..config.layers {
             let p = format!("encoder.layer.{i}");
             layers.push(Layer {
-                query: linear(t, &format!("{p}.attention.self.query"), h, h)?,
-                key: linear(t, &format!("{p}.attention.self.key"), h, h)?,
-                value: linear(t, &format!("{p}.attention.self.value"), h, h)?,
+                qkv: qkv(t, &format!("{p}.attention.self"), &config)?,
                 attention_out: linear(t, &format!("{p}.attention.output.dense"), h, h)?,
                 attention_norm: layer_norm(t, &format!("{p}.attention.output.LayerNorm"), &config)?,
                 intermediate: linear(
@@ -233,6 +251,7 @@ impl Bert {
         let heads = self.config.heads;
         let head = h / heads;
         let dev = Device::Cpu;
+        let mask_has_padding = mask.contains(&0.0);
         let ids = Tensor::from_slice(ids, batch * len, &dev)?;
         let mask = Tensor::from_slice(mask, (batch, len), &dev)?;
 
@@ -249,19 +268,25 @@ impl Bert {
             .reshape((batch * len, h))?;
 
         // Padding gets a large negative score before the softmax (Hugging Face adds the
-        // dtype's minimum); exp() then makes its weight exactly zero.
-        let bias = ((mask.clone() - 1.0)? * f64::from(f32::MAX))?.reshape((batch, 1, 1, len))?;
-        let scale = 1.0 / (head as f64).sqrt();
-        let split = |t: Tensor| {
-            t.reshape((batch, len, heads, head))?
-                .transpose(1, 2)?
-                .contiguous()
+        // dtype's minimum); exp() then makes its weight exactly zero. Without padding, no mask.
+        let bias = if mask_has_padding {
+            Some(((mask.clone() - 1.0)? * f64::from(f32::MAX))?.reshape((batch, 1, 1, len))?)
+        } else {
+            None
         };
         for layer in &self.layers {
-            let q = split(layer.query.forward(&x)?)?;
-            let k = split(layer.key.forward(&x)?)?;
-            let v = split(layer.value.forward(&x)?)?;
-            let scores = (q.matmul(&k.t()?.contiguous()?)? * scale)?.broadcast_add(&bias)?;
+            // (batch, len, 3, heads, head) -> (3, batch, heads, len, head).
+            let qkv = layer
+                .qkv
+                .forward(&x)?
+                .reshape((batch, len, 3, heads, head))?
+                .permute((2, 0, 3, 1, 4))?
+                .contiguous()?;
+            let (q, k, v) = (qkv.get(0)?, qkv.get(1)?, qkv.get(2)?);
+            let mut scores = q.matmul(&k.t()?)?;
+            if let Some(bias) = &bias {
+                scores = scores.broadcast_add(bias)?;
+            }
             let scores = scores
                 .broadcast_sub(&scores.max_keepdim(D::Minus1)?)?
                 .exp()?;
