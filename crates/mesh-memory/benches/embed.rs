@@ -1,7 +1,9 @@
 //! Sentence embeddings per second with all-MiniLM-L6-v2 (fetched by `cargo xtask models`):
 //! one text at a time and batches of 32, on 64 distinct sentences of 10 to 20 words; also the
 //! load time and the tokenizer alone. candle computes on `RAYON_NUM_THREADS` threads
-//! (default: every core); set it to 1 for a one-thread figure.
+//! (default: every core); set it to 1 for a one-thread figure. On Linux each line also gives
+//! the process's CPU time per sentence (user + system, from `/proc/self/stat`), which a
+//! machine shared with other work disturbs less than the wall-clock rate.
 
 #![allow(
     missing_docs,
@@ -45,16 +47,40 @@ fn sentences() -> Vec<String> {
         .collect()
 }
 
-/// Runs `f` (which embeds `per_call` texts) until `at_least` has passed; texts per second.
-fn rate(per_call: usize, at_least: Duration, mut f: impl FnMut()) -> f64 {
+/// The process's CPU time so far (user + system) in seconds, on Linux (100 ticks a second).
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name may hold spaces; the fields after it are separated by single spaces.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / 100.0)
+}
+
+/// Runs `f` (which embeds `per_call` texts) until `at_least` has passed: texts per second of
+/// wall clock, and milliseconds of CPU time per text.
+fn rate(per_call: usize, at_least: Duration, mut f: impl FnMut()) -> (f64, Option<f64>) {
     f(); // warm-up
+    let cpu = cpu_seconds();
     let start = Instant::now();
     let mut calls = 0;
     while start.elapsed() < at_least {
         f();
         calls += 1;
     }
-    (calls * per_call) as f64 / start.elapsed().as_secs_f64()
+    let texts = (calls * per_call) as f64;
+    let cpu_ms = cpu
+        .zip(cpu_seconds())
+        .map(|(before, after)| (after - before) * 1e3 / texts);
+    (texts / start.elapsed().as_secs_f64(), cpu_ms)
+}
+
+fn show(what: &str, (rate, cpu_ms): (f64, Option<f64>)) {
+    match cpu_ms {
+        Some(ms) => println!("{what}: {rate:.0} sentences/s ({ms:.3} ms of CPU per sentence)"),
+        None => println!("{what}: {rate:.0} sentences/s"),
+    }
 }
 
 fn main() {
@@ -89,25 +115,25 @@ fn main() {
         std::hint::black_box(model.embed_one(refs[i % refs.len()]).unwrap());
         i += 1;
     });
-    println!("one at a time: {single:.0} sentences/s");
+    show("one at a time", single);
     let mut i = 0;
     let batch = rate(32, secs, || {
         let chunk = &refs[(i % 2) * 32..(i % 2) * 32 + 32];
         std::hint::black_box(model.embed(chunk).unwrap());
         i += 1;
     });
-    println!("batches of 32: {batch:.0} sentences/s");
+    show("batches of 32", batch);
     let tok = rate(refs.len(), Duration::from_secs(1), || {
         for t in &refs {
             std::hint::black_box(model.tokenizer().encode(t, MiniLm::MAX_TOKENS));
         }
     });
-    println!("tokenizer alone: {tok:.0} sentences/s");
+    show("tokenizer alone", tok);
     let hashing = HashingEmbedder::default();
     let h = rate(refs.len(), Duration::from_secs(1), || {
         std::hint::black_box(hashing.embed(&refs).unwrap());
     });
-    println!("hashing fallback: {h:.0} sentences/s");
+    show("hashing fallback", h);
 }
 
 /// The thread count candle's CPU kernels use (`RAYON_NUM_THREADS`, else the core count).

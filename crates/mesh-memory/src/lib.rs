@@ -7,7 +7,7 @@
 //! - [`embed`]: sentence embeddings. The [`Embedder`] trait (texts in, unit vectors out);
 //!   [`MiniLm`], all-MiniLM-L6-v2 run on candle-core with our own WordPiece tokenizer and
 //!   BERT forward pass (384 dimensions, texts cut to 256 tokens), its vectors equal to a
-//!   NumPy reference within 1.4e-7; [`HashingEmbedder`], a model-free fallback by feature
+//!   NumPy reference within 2e-7; [`HashingEmbedder`], a model-free fallback by feature
 //!   hashing, used only when chosen. The model files come from `cargo xtask models`
 //!   ([`embed::minilm_dir`] finds them); this crate never downloads anything.
 //! - [`ann`]: an HNSW index over unit vectors by cosine similarity ([`Hnsw`]), the exact
