@@ -19,7 +19,7 @@ use crate::{Error, Result};
 /// A text is cut to [`MiniLm::MAX_TOKENS`] tokens, `[CLS]` and `[SEP]` included (the model's
 /// `max_seq_length`): words past about 200 do not change its vector. Batches are sorted by
 /// length and run in chunks of [`MiniLm::CHUNK`] texts padded to the longest of the chunk;
-/// padding is masked out and does not change a vector (beyond float rounding, < 1e-6).
+/// padding is masked out and does not change a vector (checked within 1e-5).
 /// Computation runs on the CPU, on candle's thread pool.
 #[derive(Debug)]
 pub struct MiniLm {
