@@ -67,6 +67,10 @@ pub(crate) fn run_test(args: &[String]) -> Result<()> {
     let digits = crate::data::ensure_digits().context("cargo xtask data")?;
     println!("data: present: {}", digits.display());
 
+    println!("\n==> models the tests need (cargo xtask models)");
+    let minilm = crate::models::ensure_minilm().context("cargo xtask models")?;
+    println!("models: present: {}", minilm.display());
+
     let mut fmt = cargo();
     fmt.args(["fmt", "--all", "--check"]);
     step("cargo fmt --all --check", fmt)?;

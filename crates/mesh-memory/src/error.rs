@@ -94,18 +94,49 @@ pub enum Error {
         /// What was wrong.
         detail: String,
     },
+    /// A text to embed that is empty or only whitespace (or only characters the tokenizer
+    /// drops).
+    #[error("text {index} of the batch is empty")]
+    EmptyText {
+        /// Its position in the batch.
+        index: usize,
+    },
+    /// A text to embed longer than the limit ([`crate::embed::MAX_TEXT_BYTES`]).
+    #[error("text {index} of the batch has {bytes} bytes, over the limit of {limit}")]
+    TextTooLong {
+        /// Its position in the batch.
+        index: usize,
+        /// Its length in bytes.
+        bytes: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// A model file that is missing, unreadable or malformed.
+    #[error("model file {}: {reason}", path.display())]
+    Model {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The model's computation failed (a bug, or memory exhausted).
+    #[error("embedding computation failed: {0}")]
+    Inference(String),
 }
 
 impl HasKind for Error {
     fn kind(&self) -> ErrorKind {
         match self {
-            Self::Full => ErrorKind::TooLarge,
-            Self::TooLong { .. } | Self::TooMany { .. } | Self::BoundExceeded { .. } => {
-                ErrorKind::TooLarge
-            }
+            Self::Full
+            | Self::TextTooLong { .. }
+            | Self::TooLong { .. }
+            | Self::TooMany { .. }
+            | Self::BoundExceeded { .. } => ErrorKind::TooLarge,
             Self::UnknownEntity { .. } => ErrorKind::NotFound,
             Self::Store { source, .. } => source.kind(),
             Self::Corrupt { .. } => ErrorKind::Corrupt,
+            Self::Model { .. } => ErrorKind::Corrupt,
+            Self::Inference(_) => ErrorKind::Internal,
             _ => ErrorKind::InvalidInput,
         }
     }

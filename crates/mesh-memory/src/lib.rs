@@ -4,6 +4,12 @@
 //! record, semantic memory (embeddings in an approximate-nearest-neighbour index) and the
 //! knowledge graph, and their synchronisation between peers. What exists so far:
 //!
+//! - [`embed`]: sentence embeddings. The [`Embedder`] trait (texts in, unit vectors out);
+//!   [`MiniLm`], all-MiniLM-L6-v2 run on candle-core with our own WordPiece tokenizer and
+//!   BERT forward pass (384 dimensions, texts cut to 256 tokens), its vectors equal to a
+//!   NumPy reference within 2e-7; [`HashingEmbedder`], a model-free fallback by feature
+//!   hashing, used only when chosen. The model files come from `cargo xtask models`
+//!   ([`embed::minilm_dir`] finds them); this crate never downloads anything.
 //! - [`ann`]: an HNSW index over unit vectors by cosine similarity ([`Hnsw`]), the exact
 //!   search it is measured against, recall, and the clustered synthetic sets its benchmark
 //!   uses (`cargo bench -p mesh-memory`).
@@ -24,13 +30,15 @@
 //! malformed with [`Error::Corrupt`]. Everything from outside is bounded (text, names,
 //! metadata, limits, hops, degrees) and refused with a typed [`Error`].
 //!
-//! Input is checked (dimension, finite values, non-zero vectors) and refused with an
-//! [`Error`], never a panic.
+//! Input is checked (dimension, finite values, non-zero vectors; empty, blank or over-long
+//! texts; missing or malformed model files, by path) and refused with an [`Error`], never a
+//! panic.
 
 #![forbid(unsafe_code)]
 
 pub mod ann;
 mod codec;
+pub mod embed;
 pub mod episodic;
 pub mod error;
 pub mod graph;
@@ -38,6 +46,7 @@ pub mod working;
 
 pub use ann::{Hit, Hnsw, Params, Scratch};
 pub use codec::{Attributes, MAX_NAME_BYTES, MAX_PAIRS, MAX_VALUE_BYTES};
+pub use embed::{Embedder, HashingEmbedder, MiniLm};
 pub use episodic::{Episode, Episodic, Kind, NewEpisode, Peer, Query};
 pub use error::{Error, Result};
 pub use graph::{Direction, Edge, Entity, Follow, Graph, Relation};
