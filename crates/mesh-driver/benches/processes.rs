@@ -364,5 +364,23 @@ fn run_mode(mode: &str, only: &str) {
             committed as f64 / blocks.max(1) as f64,
             cpu_ticks as f64 * 1e4 / committed.max(1) as f64,
         );
+        // Machine-readable figures for `cargo xtask bench` (target/xtask-bench.json).
+        let key = if mode == "opaque" {
+            "consensus"
+        } else {
+            "consensus_signed"
+        };
+        if rate_per_node >= 1.0e6 {
+            println!("XTASK-BENCH {key}_commits_per_s={rate:.0}");
+        } else {
+            println!(
+                "XTASK-BENCH {key}_p50_ms_at_10k={:.1}",
+                p50s[p50s.len() / 2] as f64 / 1e3
+            );
+            println!(
+                "XTASK-BENCH {key}_p99_ms_at_10k={:.1}",
+                p99s.iter().max().copied().unwrap_or(0) as f64 / 1e3
+            );
+        }
     }
 }

@@ -217,17 +217,7 @@ pub(crate) fn key(tag: u8, parts: &[&[u8]]) -> Vec<u8> {
     k
 }
 
-/// The smallest key greater than every key starting with `prefix`, if any.
-pub(crate) fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return Some(end);
-        }
-    }
-    None
-}
+pub(crate) use mesh_store::prefix_successor as prefix_end;
 
 /// Wraps a storage error with what this crate was doing.
 pub(crate) fn store(op: &'static str) -> impl FnOnce(mesh_store::Error) -> Error {

@@ -53,7 +53,7 @@ mod record;
 
 pub use api::{
     Batch, Blobs, Kv, KvOp, Log, LogBounds, MAX_BLOB_LEN, MAX_KEY_LEN, MAX_NAME_LEN, MAX_VALUE_LEN,
-    Store, validate_name,
+    Store, prefix_successor, validate_name,
 };
 pub use disk::{DiskKv, DiskLog, DiskOptions, DiskStore};
 pub use error::{Error, Result};
