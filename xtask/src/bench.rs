@@ -62,8 +62,7 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         "--bench",
         "transport",
         "--",
-        "request_response",
-        "gossip",
+        "request_response|gossip",
     ]);
     collect(
         "transport: request/response and gossip, maximum and p99 at half of it",
