@@ -585,8 +585,7 @@ impl<S: Signer, V: Verifier> SyncNode<S, V> {
             return Err(not_shared());
         }
         // What they lack: the owner's deltas first (grants decide what the rest may be).
-        let mut writers: Vec<NodeId> = space.have.writers().into_iter().collect();
-        writers.sort_by_key(|w| *w != namespace.owner());
+        let writers = owner_first(&space.have, namespace);
         let mut missing: Vec<&SignedDelta> = Vec::new();
         'outer: for w in writers {
             let start = theirs.prefix(&w).saturating_add(1);
@@ -678,8 +677,11 @@ impl<S: Signer, V: Verifier> SyncNode<S, V> {
         let space = self.space(namespace, self.me)?;
         let mut out = vec![EXPORT_VERSION];
         mesh_types::wire::put_varint(&mut out, space.log.len() as u64);
-        for d in space.log.values() {
-            mesh_types::wire::put_len_prefixed(&mut out, d.as_bytes());
+        // The owner's deltas first, so a restore meets the grants before what they allow.
+        for w in owner_first(&space.have, namespace) {
+            for (_, d) in space.log.range((w, 0)..=(w, u64::MAX)) {
+                mesh_types::wire::put_len_prefixed(&mut out, d.as_bytes());
+            }
         }
         Ok(out)
     }
@@ -718,6 +720,13 @@ impl<S: Signer, V: Verifier> SyncNode<S, V> {
 }
 
 const EXPORT_VERSION: u8 = 1;
+
+/// The writers of `have`, the namespace's owner first.
+fn owner_first(have: &CausalContext, namespace: &Namespace) -> Vec<NodeId> {
+    let mut writers: Vec<NodeId> = have.writers().into_iter().collect();
+    writers.sort_by_key(|w| *w != namespace.owner());
+    writers
+}
 
 /// Splits deltas into messages within [`MAX_DELTAS_PER_MESSAGE`] and [`MAX_MESSAGE_BYTES`].
 fn chunks(deltas: &[&SignedDelta]) -> Vec<Vec<SignedDelta>> {
