@@ -823,3 +823,45 @@ fn the_outbox_is_bounded() {
     }
     assert_eq!(peer.replica(&ns).unwrap().facts().len(), 10);
 }
+
+#[test]
+fn namespaces_are_bounded() {
+    let small = Config {
+        max_deltas_per_namespace: 3,
+        max_bytes_per_namespace: 64 * 1024,
+        ..Config::default()
+    };
+    let mut owner = SyncNode::new(key(0), Ed, Config::default());
+    let ns = owner.create("shared").unwrap();
+    owner.grant(&ns, id(1), Access::Read).unwrap();
+    for i in 0..4 {
+        owner
+            .write(
+                &ns,
+                Write::AddFact(Fact::entity(format!("e{i}"), "t")),
+                Timestamp(1),
+            )
+            .unwrap();
+    }
+    let mut peer = SyncNode::new(key(1), Ed, small.clone());
+    peer.subscribe(ns.clone()).unwrap();
+    let mut rejected = Vec::new();
+    for m in deltas_of(&mut owner) {
+        rejected.extend(peer.receive(id(0), &m, Instant::ZERO).unwrap().rejected);
+    }
+    assert_eq!(rejected.len(), 2);
+    assert!(
+        rejected
+            .iter()
+            .all(|e| matches!(e, Error::BoundExceeded { .. }))
+    );
+    // By bytes: an episode of 40 KiB fits once, not twice.
+    let mut writer = SyncNode::new(key(0), Ed, small);
+    let ns = writer.create("big").unwrap();
+    let big = Write::AppendEpisode(episode(1, &"word ".repeat(8_000)));
+    writer.write(&ns, big.clone(), Timestamp(1)).unwrap();
+    assert!(matches!(
+        writer.write(&ns, big, Timestamp(2)),
+        Err(Error::BoundExceeded { .. })
+    ));
+}

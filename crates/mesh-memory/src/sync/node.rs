@@ -25,6 +25,9 @@ pub struct Config {
     /// Most deltas kept per namespace; a delta beyond it is refused with
     /// [`Error::BoundExceeded`].
     pub max_deltas_per_namespace: usize,
+    /// Most bytes of deltas kept per namespace (their encodings); a delta beyond it is
+    /// refused with [`Error::BoundExceeded`].
+    pub max_bytes_per_namespace: usize,
     /// Most deltas sent in answer to one digest (the rest follow in later rounds).
     pub max_deltas_per_round: usize,
     /// Most namespaces a node subscribes to.
@@ -37,6 +40,7 @@ impl Default for Config {
             anti_entropy_interval: Duration::from_secs(5),
             max_outbox: 4_096,
             max_deltas_per_namespace: 1_000_000,
+            max_bytes_per_namespace: 256 * 1024 * 1024,
             max_deltas_per_round: 1_024,
             max_namespaces: 1_024,
         }
@@ -204,6 +208,8 @@ struct Space {
     replica: Replica,
     log: BTreeMap<(NodeId, u64), SignedDelta>,
     have: CausalContext,
+    /// Bytes of the deltas in `log`.
+    bytes: usize,
     /// The highest sequence number this node used here (never reused, even after a
     /// revocation withdrew some of its deltas).
     own_seq: u64,
@@ -222,7 +228,9 @@ impl Space {
             return 0;
         }
         for k in &gone {
-            self.log.remove(k);
+            if let Some(d) = self.log.remove(k) {
+                self.bytes -= d.as_bytes().len();
+            }
             self.have.remove(&super::crdt::Dot {
                 writer: k.0,
                 counter: k.1,
@@ -400,16 +408,10 @@ impl<S: Signer, V: Verifier> SyncNode<S, V> {
     /// Signs `payload` as this node's next delta in `namespace`, joins it and pushes it.
     fn commit(&mut self, namespace: &Namespace, payload: Payload) -> Result<()> {
         let me = self.me;
-        let max_log = self.config.max_deltas_per_namespace;
         let space = self.space(namespace, me)?;
-        if space.log.len() >= max_log {
-            return Err(Error::BoundExceeded {
-                what: "deltas in a namespace",
-                max: max_log as u64,
-            });
-        }
         let seq = space.own_seq.max(space.have.max(&me)).saturating_add(1);
         let d = SignedDelta::sign(namespace, seq, payload, &self.signer)?;
+        self.check_room(namespace, &d)?;
         let space = self.space_mut(namespace, me)?;
         space.own_seq = seq;
         let bytes = Message::Deltas(vec![d.clone()]).encode();
@@ -426,11 +428,39 @@ impl<S: Signer, V: Verifier> SyncNode<S, V> {
     fn join(space: &mut Space, d: SignedDelta) -> u64 {
         let reduced = space.replica.apply(d.seq(), d.payload());
         space.have.insert(d.dot());
+        space.bytes += d.as_bytes().len();
         space.log.insert((d.writer(), d.seq()), d);
         match reduced {
             Some((peer, until)) => space.withdraw(peer, until),
             None => 0,
         }
+    }
+
+    /// Whether `namespace` has room for `d` within the configured bounds.
+    fn check_room(&self, namespace: &Namespace, d: &SignedDelta) -> Result<()> {
+        let space = self.space(namespace, self.me)?;
+        let full = |what, max: usize| {
+            Err(Error::BoundExceeded {
+                what,
+                max: max as u64,
+            })
+        };
+        if space.log.len() >= self.config.max_deltas_per_namespace {
+            return full(
+                "deltas in a namespace",
+                self.config.max_deltas_per_namespace,
+            );
+        }
+        if space.bytes + d.as_bytes().len() > self.config.max_bytes_per_namespace {
+            return full(
+                "bytes of deltas in a namespace",
+                self.config.max_bytes_per_namespace,
+            );
+        }
+        if space.have.max(&d.writer()) == 0 && space.have.writers().len() >= MAX_WRITERS {
+            return full("writers in a namespace", MAX_WRITERS);
+        }
+        Ok(())
     }
 
     fn space(&self, namespace: &Namespace, peer: NodeId) -> Result<&Space> {
@@ -503,8 +533,7 @@ impl<S: Signer, V: Verifier> SyncNode<S, V> {
     /// Checks and joins one delta: `Ok(true)` if new, `Ok(false)` if held already.
     fn accept(&mut self, from: NodeId, d: SignedDelta) -> Result<bool> {
         let ns = d.namespace().clone();
-        let max_log = self.config.max_deltas_per_namespace;
-        let Some(space) = self.spaces.get_mut(&ns) else {
+        let Some(space) = self.spaces.get(&ns) else {
             return Err(Error::NotShared {
                 namespace: ns.to_string(),
                 peer: from,
@@ -550,19 +579,9 @@ impl<S: Signer, V: Verifier> SyncNode<S, V> {
                 seq,
             });
         }
-        if space.log.len() >= max_log {
-            return Err(Error::BoundExceeded {
-                what: "deltas in a namespace",
-                max: max_log as u64,
-            });
-        }
-        if space.have.max(&writer) == 0 && space.have.writers().len() >= MAX_WRITERS {
-            return Err(Error::BoundExceeded {
-                what: "writers in a namespace",
-                max: MAX_WRITERS as u64,
-            });
-        }
-        self.stats.withdrawn += Self::join(space, d);
+        self.check_room(&ns, &d)?;
+        let withdrawn = Self::join(self.space_mut(&ns, from)?, d);
+        self.stats.withdrawn += withdrawn;
         Ok(true)
     }
 
