@@ -284,7 +284,7 @@ fn run(n: usize, steps: &[Step]) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
 
     /// 3 to 5 replicas writing facts, episodes and attributes, with the owner changing
     /// writers' access, over a network that reorders, duplicates, drops and partitions:

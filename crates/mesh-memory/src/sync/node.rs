@@ -271,6 +271,56 @@ impl Space {
 /// reuse a sequence number): a node that restarts without its own deltas would number new
 /// ones again from where its peers' copies say, and peers refuse a different delta under a
 /// number they hold ([`Error::Equivocation`]).
+///
+/// # Example
+///
+/// Two nodes over a "network" that is a loop in the test. The signer here is a keyed hash
+/// to keep the example short; a node signs with its Ed25519 identity.
+///
+/// ```
+/// use mesh_memory::sync::{Access, Config, Fact, Output, Signer, SyncNode, Verifier, Write};
+/// use mesh_types::{Digest, Instant, NodeId, Timestamp};
+///
+/// struct Toy(u8); // NOT a signature scheme: anyone can compute it
+/// impl Signer for Toy {
+///     fn id(&self) -> NodeId { NodeId([self.0; 32]) }
+///     fn sign(&self, m: &[u8]) -> [u8; 64] {
+///         let mut s = [0; 64];
+///         s[..32].copy_from_slice(&Digest::of_parts([&[self.0][..], m]).0);
+///         s
+///     }
+/// }
+/// impl Verifier for Toy {
+///     fn verify(&self, key: &NodeId, m: &[u8], sig: &[u8; 64]) -> bool {
+///         Toy(key.0[0]).sign(m) == *sig
+///     }
+/// }
+///
+/// let mut alice = SyncNode::new(Toy(1), Toy(0), Config::default());
+/// let mut bob = SyncNode::new(Toy(2), Toy(0), Config::default());
+/// let ns = alice.create("notes")?;
+/// bob.subscribe(ns.clone())?;
+/// alice.grant(&ns, bob.id(), Access::Write)?;
+/// alice.write(&ns, Write::AddFact(Fact::entity("acme", "org")), Timestamp(1_000))?;
+///
+/// // The driver's loop: drain outputs, deliver, tick when due.
+/// let now = Instant::from_millis(0);
+/// bob.tick(now);
+/// alice.tick(now);
+/// for _ in 0..4 {
+///     while let Some(Output::Send { to, bytes }) = alice.poll_output() {
+///         assert_eq!(to, bob.id());
+///         bob.receive(alice.id(), &bytes, now)?;
+///     }
+///     while let Some(Output::Send { bytes, .. }) = bob.poll_output() {
+///         alice.receive(bob.id(), &bytes, now)?;
+///     }
+/// }
+/// let replica = bob.replica(&ns).expect("subscribed");
+/// assert!(replica.facts().contains(&Fact::entity("acme", "org")));
+/// assert_eq!(replica, alice.replica(&ns).expect("owned"));
+/// # Ok::<(), mesh_memory::Error>(())
+/// ```
 #[derive(Debug)]
 pub struct SyncNode<S, V> {
     signer: S,
