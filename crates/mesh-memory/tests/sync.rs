@@ -493,7 +493,13 @@ fn strangers_bad_signatures_and_unshared_namespaces_are_refused() {
     let forged = SignedDelta::sign(
         &ns,
         5,
-        Payload::Facts(mesh_memory::sync::OrSet::new().add_delta(id(0), Fact::entity("x", "y"))),
+        Payload::Facts(mesh_memory::sync::OrSet::new().add_delta_at(
+            mesh_memory::sync::Dot {
+                writer: id(0),
+                counter: 5,
+            },
+            Fact::entity("x", "y"),
+        )),
         &Impersonate(key(9), id(0)),
     )
     .unwrap();
@@ -864,4 +870,46 @@ fn namespaces_are_bounded() {
         writer.write(&ns, big, Timestamp(2)),
         Err(Error::BoundExceeded { .. })
     ));
+}
+
+/// A writer demoted and promoted again while one replica only hears of the promotion: its
+/// new facts must not reuse the dots of the facts the demotion withdrew at home (the dot of
+/// a fact is its delta's own `(writer, seq)`, never reused).
+#[test]
+fn a_regrant_never_reuses_withdrawn_dots() {
+    let mut mesh = Mesh::new(3);
+    let ns = mesh.ns.clone();
+    let add = |mesh: &mut Mesh, i: usize, name: &str| {
+        mesh.nodes[i]
+            .write(&ns, Write::AddFact(Fact::entity(name, "t")), Timestamp(1))
+            .unwrap();
+        mesh.collect(i);
+    };
+    add(&mut mesh, 1, "a");
+    mesh.deliver_all();
+    add(&mut mesh, 1, "b");
+    mesh.flight.retain(|m| m.1 == 2); // "b" reaches replica 2 only
+    mesh.deliver_all();
+    let writer = mesh.nodes[1].id();
+    mesh.nodes[0].grant(&ns, writer, Access::Read).unwrap();
+    mesh.collect(0);
+    mesh.flight.retain(|m| m.1 == 1); // the demotion reaches the writer only
+    mesh.deliver_all();
+    assert!(
+        !mesh.nodes[1]
+            .replica(&ns)
+            .unwrap()
+            .facts()
+            .contains(&Fact::entity("b", "t"))
+    );
+    mesh.nodes[0].grant(&ns, writer, Access::Write).unwrap();
+    mesh.collect(0);
+    mesh.deliver_all();
+    add(&mut mesh, 1, "c");
+    mesh.settle();
+    mesh.assert_converged();
+    let facts = mesh.nodes[0].replica(&ns).unwrap().facts();
+    for name in ["a", "b", "c"] {
+        assert!(facts.contains(&Fact::entity(name, "t")), "{name}");
+    }
 }

@@ -315,6 +315,25 @@ impl<T: Ord + Clone> OrSet<T> {
         Self::from_parts(entries, context)
     }
 
+    /// The delta adding `element` tagged with `dot`, which must be fresh: never used by
+    /// its writer before (sync uses the delta's own `(writer, seq)`).
+    pub fn add_delta_at(&self, dot: Dot, element: T) -> Self {
+        let mut context = CausalContext::new();
+        context.insert(dot);
+        if let Some(old) = self.entries.get(&element) {
+            for d in old {
+                context.insert(*d);
+            }
+        }
+        Self::from_parts(BTreeMap::from([(element, BTreeSet::from([dot]))]), context)
+    }
+
+    /// Records `dot` as seen without tagging anything (sync witnesses every delta's
+    /// `(writer, seq)`, so the context stays a compact prefix).
+    pub fn witness(&mut self, dot: Dot) {
+        self.context.insert(dot);
+    }
+
     /// Removes `element` (the dots this replica observed); returns the delta (empty if the
     /// element is absent).
     pub fn remove(&mut self, element: &T) -> Self {

@@ -324,7 +324,7 @@ impl SignedDelta {
             return Err(r.fail("sequence number 0"));
         }
         let payload = match r.u8()? {
-            1 => Payload::Facts(read_facts(&mut r, &writer)?),
+            1 => Payload::Facts(read_facts(&mut r, &writer, seq)?),
             2 => Payload::Episodes(read_episodes(&mut r, &writer)?),
             3 => Payload::Attributes(read_attributes(&mut r, &writer)?),
             4 => Payload::Grant(read_grant(&mut r)?),
@@ -715,8 +715,10 @@ fn read_fact(r: &mut In<'_>) -> Result<Fact> {
     Ok(f)
 }
 
-fn read_facts(r: &mut In<'_>, writer: &NodeId) -> Result<OrSet<Fact>> {
-    let n = r.count("facts", MAX_ITEMS)?;
+/// A facts delta adds at most one fact, tagged with the delta's own `(writer, seq)`, so a
+/// dot can never tag two facts nor be minted twice.
+fn read_facts(r: &mut In<'_>, writer: &NodeId, seq: u64) -> Result<OrSet<Fact>> {
+    let n = r.count("facts", 1)?;
     let mut entries = BTreeMap::new();
     let mut last: Option<Fact> = None;
     for _ in 0..n {
@@ -736,8 +738,8 @@ fn read_facts(r: &mut In<'_>, writer: &NodeId) -> Result<OrSet<Fact>> {
             if prev.is_some_and(|p| p >= d) {
                 return Err(r.fail("dots out of order"));
             }
-            if d.writer != *writer {
-                return Err(r.fail("a dot of another writer"));
+            if d.writer != *writer || d.counter != seq {
+                return Err(r.fail("a dot other than the delta's own"));
             }
             prev = Some(d);
             dots.insert(d);
@@ -874,13 +876,13 @@ mod tests {
     fn every_payload_round_trips() {
         let w = NodeId([1; 32]);
         let mut set = OrSet::new();
-        set.add(w, Fact::entity("a", "t"));
-        let d = set.add(w, Fact::entity("a", "t")); // covers the earlier dot
-        round_trip(Payload::Facts(d));
-        round_trip(Payload::Facts(set.remove_delta(&Fact::entity("a", "t"))));
+        let dot = |counter| Dot { writer: w, counter };
+        set.join(&set.add_delta_at(dot(3), Fact::entity("a", "t")));
+        // Covers the earlier dot.
         round_trip(Payload::Facts(
-            set.add_delta(w, Fact::relation("a", "knows", "b")),
+            set.add_delta_at(dot(7), Fact::entity("a", "t")),
         ));
+        round_trip(Payload::Facts(set.remove_delta(&Fact::entity("a", "t"))));
         let ep = NewEpisode::new(
             Timestamp(5),
             Peer::new("did:key:z6MkX").unwrap(),

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use mesh_types::{Instant, NodeId, Timestamp};
 
-use super::crdt::{AppendLog, CausalContext, LwwMap, OrSet};
+use super::crdt::{AppendLog, CausalContext, Dot, LwwMap, OrSet};
 use super::delta::{
     self, Access, AttributeKey, Fact, Grant, In, MAX_DELTA_BYTES, MAX_DELTAS_PER_MESSAGE,
     MAX_MESSAGE_BYTES, MAX_WRITERS, Message, Namespace, Payload, SignedDelta, Signer, Verifier,
@@ -170,7 +170,8 @@ impl Replica {
 
     /// Joins a verified delta of `writer` numbered `seq`. Returns the peer whose access a
     /// grant reduced, with the last of its deltas that stays valid.
-    fn apply(&mut self, seq: u64, payload: &Payload) -> Option<(NodeId, u64)> {
+    fn apply(&mut self, writer: NodeId, seq: u64, payload: &Payload) -> Option<(NodeId, u64)> {
+        let mut reduced = None;
         match payload {
             Payload::Facts(d) => self.facts.join(d),
             Payload::Episodes(d) => self.episodes.join(d),
@@ -180,12 +181,19 @@ impl Replica {
                 if newer {
                     self.grants.insert(g.peer, (seq, *g));
                     if g.access != Access::Write {
-                        return Some((g.peer, g.writes_until));
+                        reduced = Some((g.peer, g.writes_until));
                     }
                 }
             }
         }
-        None
+        // Every delta's (writer, seq) enters the facts' context (after the join, which must
+        // see a fact's dot as new): a fact's dot is its delta's, so the context stays a
+        // contiguous prefix and no dot is ever reused.
+        self.facts.witness(Dot {
+            writer,
+            counter: seq,
+        });
+        reduced
     }
 
     /// Canonical bytes of the whole state: equal states, equal bytes.
@@ -217,6 +225,11 @@ struct Space {
 }
 
 impl Space {
+    /// This node's next sequence number here.
+    fn next_seq(&self, me: NodeId) -> u64 {
+        self.own_seq.max(self.have.max(&me)).saturating_add(1)
+    }
+
     /// Drops `peer`'s deltas numbered above `until`; rebuilds the state if any went.
     fn withdraw(&mut self, peer: NodeId, until: u64) -> u64 {
         let gone: Vec<(NodeId, u64)> = self
@@ -231,7 +244,7 @@ impl Space {
             if let Some(d) = self.log.remove(k) {
                 self.bytes -= d.as_bytes().len();
             }
-            self.have.remove(&super::crdt::Dot {
+            self.have.remove(&Dot {
                 writer: k.0,
                 counter: k.1,
             });
@@ -239,7 +252,7 @@ impl Space {
         // Joins commute, so folding what is left in any order gives the same state.
         let mut replica = Replica::default();
         for d in self.log.values() {
-            replica.apply(d.seq(), d.payload());
+            replica.apply(d.writer(), d.seq(), d.payload());
         }
         self.replica = replica;
         gone.len() as u64
@@ -425,7 +438,7 @@ impl<S: Signer, V: Verifier> SyncNode<S, V> {
     pub fn write(&mut self, namespace: &Namespace, write: Write, now: Timestamp) -> Result<()> {
         let me = self.me;
         let space = self.space(namespace, me)?;
-        let next = space.own_seq.max(space.have.max(&me)).saturating_add(1);
+        let next = space.next_seq(me);
         if !space.replica.may_write(&namespace.owner(), &me, next) {
             return Err(Error::Stranger {
                 namespace: namespace.to_string(),
@@ -436,7 +449,11 @@ impl<S: Signer, V: Verifier> SyncNode<S, V> {
         let payload = match write {
             Write::AddFact(f) => {
                 f.check()?;
-                Payload::Facts(r.facts.add_delta(me, f))
+                let dot = Dot {
+                    writer: me,
+                    counter: next,
+                };
+                Payload::Facts(r.facts.add_delta_at(dot, f))
             }
             Write::RemoveFact(f) => {
                 f.check()?;
@@ -459,7 +476,7 @@ impl<S: Signer, V: Verifier> SyncNode<S, V> {
     fn commit(&mut self, namespace: &Namespace, payload: Payload) -> Result<()> {
         let me = self.me;
         let space = self.space(namespace, me)?;
-        let seq = space.own_seq.max(space.have.max(&me)).saturating_add(1);
+        let seq = space.next_seq(me);
         let d = SignedDelta::sign(namespace, seq, payload, &self.signer)?;
         self.check_room(namespace, &d)?;
         let space = self.space_mut(namespace, me)?;
@@ -476,7 +493,7 @@ impl<S: Signer, V: Verifier> SyncNode<S, V> {
 
     /// Joins a delta already checked, and applies what a grant in it withdraws.
     fn join(space: &mut Space, d: SignedDelta) -> u64 {
-        let reduced = space.replica.apply(d.seq(), d.payload());
+        let reduced = space.replica.apply(d.writer(), d.seq(), d.payload());
         space.have.insert(d.dot());
         space.bytes += d.as_bytes().len();
         space.log.insert((d.writer(), d.seq()), d);
@@ -677,7 +694,7 @@ impl<S: Signer, V: Verifier> SyncNode<S, V> {
                 let (prefix, mut cloud) = theirs.parts(w);
                 prefix > space.have.prefix(w)
                     || cloud.any(|c| {
-                        !space.have.contains(&super::crdt::Dot {
+                        !space.have.contains(&Dot {
                             writer: *w,
                             counter: c,
                         })
