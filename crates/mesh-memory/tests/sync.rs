@@ -873,16 +873,20 @@ fn namespaces_are_bounded() {
 }
 
 /// A writer demoted and promoted again while one replica only hears of the promotion: its
-/// new facts must not reuse the dots of the facts the demotion withdrew at home (the dot of
-/// a fact is its delta's own `(writer, seq)`, never reused).
+/// new facts and episodes must not reuse the dots and numbers of those the demotion
+/// withdrew at home (both are the delta's own `(writer, seq)`, never reused).
 #[test]
 fn a_regrant_never_reuses_withdrawn_dots() {
     let mut mesh = Mesh::new(3);
     let ns = mesh.ns.clone();
     let add = |mesh: &mut Mesh, i: usize, name: &str| {
-        mesh.nodes[i]
-            .write(&ns, Write::AddFact(Fact::entity(name, "t")), Timestamp(1))
-            .unwrap();
+        let writes = [
+            Write::AddFact(Fact::entity(name, "t")),
+            Write::AppendEpisode(episode(1, name)),
+        ];
+        for w in writes {
+            mesh.nodes[i].write(&ns, w, Timestamp(1)).unwrap();
+        }
         mesh.collect(i);
     };
     add(&mut mesh, 1, "a");
@@ -912,4 +916,11 @@ fn a_regrant_never_reuses_withdrawn_dots() {
     for name in ["a", "b", "c"] {
         assert!(facts.contains(&Fact::entity(name, "t")), "{name}");
     }
+    let episodes = mesh.nodes[0].replica(&ns).unwrap().episodes();
+    let texts: Vec<&str> = episodes
+        .entries()
+        .values()
+        .map(|e| e.text.as_str())
+        .collect();
+    assert_eq!(texts, ["a", "b", "c"]);
 }

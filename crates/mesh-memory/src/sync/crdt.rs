@@ -469,6 +469,14 @@ impl<E: Ord + Clone> AppendLog<E> {
         delta
     }
 
+    /// The delta appending `entry` as `writer`'s entry number `seq`, which must be fresh
+    /// (sync uses the delta's own `(writer, seq)`, so numbers may have gaps).
+    pub fn append_delta_at(writer: NodeId, seq: u64, entry: E) -> Self {
+        Self {
+            entries: BTreeMap::from([((writer, seq), entry)]),
+        }
+    }
+
     /// The delta that [`AppendLog::append`] would return, leaving `self` unchanged.
     pub fn append_delta(&self, writer: NodeId, entry: E) -> Self {
         let seq = self.last_seq(&writer).saturating_add(1);

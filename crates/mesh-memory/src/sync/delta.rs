@@ -34,7 +34,8 @@ pub const MAX_DELTA_BYTES: usize = 256 * 1024;
 pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 /// Most deltas in one message.
 pub const MAX_DELTAS_PER_MESSAGE: usize = 256;
-/// Most items (facts, episodes, registers) in one delta.
+/// Most attribute registers in one delta (a facts or an episodes delta carries at most one
+/// item, numbered with the delta itself).
 pub const MAX_ITEMS: usize = 64;
 /// Most dots tagging one fact in a delta.
 pub const MAX_DOTS: usize = 1_024;
@@ -325,7 +326,7 @@ impl SignedDelta {
         }
         let payload = match r.u8()? {
             1 => Payload::Facts(read_facts(&mut r, &writer, seq)?),
-            2 => Payload::Episodes(read_episodes(&mut r, &writer)?),
+            2 => Payload::Episodes(read_episodes(&mut r, &writer, seq)?),
             3 => Payload::Attributes(read_attributes(&mut r, &writer)?),
             4 => Payload::Grant(read_grant(&mut r)?),
             t => return Err(r.fail(format!("unknown payload kind {t}"))),
@@ -753,20 +754,17 @@ fn read_facts(r: &mut In<'_>, writer: &NodeId, seq: u64) -> Result<OrSet<Fact>> 
     Ok(OrSet::from_parts(entries, context))
 }
 
-fn read_episodes(r: &mut In<'_>, writer: &NodeId) -> Result<AppendLog<NewEpisode>> {
-    let n = r.count("episodes", MAX_ITEMS)?;
+/// An episodes delta appends at most one episode, numbered with the delta's own
+/// `(writer, seq)`, so an episode's id is never reused.
+fn read_episodes(r: &mut In<'_>, writer: &NodeId, seq: u64) -> Result<AppendLog<NewEpisode>> {
+    let n = r.count("episodes", 1)?;
     let mut entries = BTreeMap::new();
-    let mut last: Option<(NodeId, u64)> = None;
     for _ in 0..n {
         let w = r.node()?;
-        let seq = r.varint()?;
-        if w != *writer {
-            return Err(r.fail("an episode of another writer"));
+        let s = r.varint()?;
+        if (w, s) != (*writer, seq) {
+            return Err(r.fail("an episode numbered other than its delta"));
         }
-        if seq == 0 || last.is_some_and(|l| l >= (w, seq)) {
-            return Err(r.fail("episode numbers out of order"));
-        }
-        last = Some((w, seq));
         let record = r.bytes("episode", MAX_DELTA_BYTES)?;
         let e = episodic::decode_episode(0, record).map_err(|e| {
             let detail = match e.at("episode", b"") {
@@ -782,7 +780,7 @@ fn read_episodes(r: &mut In<'_>, writer: &NodeId) -> Result<AppendLog<NewEpisode
             text: e.text,
             metadata: e.metadata,
         };
-        entries.insert((w, seq), e);
+        entries.insert((w, s), e);
     }
     Ok(AppendLog::from_entries(entries))
 }
@@ -890,7 +888,7 @@ mod tests {
             "text",
         )
         .with("k", "v");
-        round_trip(Payload::Episodes(AppendLog::new().append_delta(w, ep)));
+        round_trip(Payload::Episodes(AppendLog::append_delta_at(w, 7, ep)));
         let lww: LwwMap<AttributeKey, Option<String>> = LwwMap::new();
         round_trip(Payload::Attributes(lww.set_delta(
             w,

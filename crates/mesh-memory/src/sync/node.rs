@@ -461,7 +461,7 @@ impl<S: Signer, V: Verifier> SyncNode<S, V> {
             }
             Write::AppendEpisode(e) => {
                 e.check()?;
-                Payload::Episodes(r.episodes.append_delta(me, e))
+                Payload::Episodes(AppendLog::append_delta_at(me, next, e))
             }
             Write::SetAttribute { key, value } => {
                 key.check()?;
