@@ -60,8 +60,8 @@ mod node;
 
 pub use crdt::{AppendLog, CausalContext, Dot, LwwMap, OrSet, Stamp};
 pub use delta::{
-    Access, AttributeKey, Fact, Grant, MAX_CLOUD, MAX_DELTA_BYTES, MAX_DELTAS_PER_MESSAGE,
-    MAX_DOTS, MAX_ITEMS, MAX_MESSAGE_BYTES, MAX_SUBJECT_BYTES, MAX_WRITERS, Message, Namespace,
-    Payload, SIGNATURE_LEN, SignedDelta, Signer, Verifier,
+    Access, AttributeKey, Fact, Grant, MAX_CLOUD, MAX_CLOUD_TOTAL, MAX_DELTA_BYTES,
+    MAX_DELTAS_PER_MESSAGE, MAX_DOTS, MAX_ITEMS, MAX_MESSAGE_BYTES, MAX_SUBJECT_BYTES, MAX_WRITERS,
+    Message, Namespace, Payload, SIGNATURE_LEN, SignedDelta, Signer, Verifier,
 };
 pub use node::{Config, Output, Receipt, Replica, Stats, SyncNode, Write};

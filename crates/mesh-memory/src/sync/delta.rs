@@ -43,6 +43,9 @@ pub const MAX_DOTS: usize = 1_024;
 pub const MAX_WRITERS: usize = 1_024;
 /// Most out-of-order counters per writer in a causal context or version vector.
 pub const MAX_CLOUD: usize = 4_096;
+/// Most out-of-order counters in a whole causal context or version vector as encoded
+/// (about 1 MiB of varints at most, well within a message).
+pub const MAX_CLOUD_TOTAL: usize = 100_000;
 /// Longest attribute subject, in bytes (an entity id).
 pub const MAX_SUBJECT_BYTES: usize = MAX_ID_BYTES;
 /// Length of a signature.
@@ -291,14 +294,16 @@ impl SignedDelta {
         }
         let signature = signer.sign(&signing_bytes(&bytes));
         bytes.extend_from_slice(&signature);
-        Ok(Self {
-            namespace: namespace.clone(),
-            writer,
-            seq,
-            payload,
-            signature,
-            bytes,
-        })
+        // What every replica will decode, so the writer joins exactly that (an encoding that
+        // would not decode, or decode to something else, never leaves).
+        let decoded = Self::decode(&bytes)?;
+        if decoded.payload != payload {
+            return Err(Error::Malformed {
+                what: "sync delta",
+                detail: "the payload does not survive its encoding".into(),
+            });
+        }
+        Ok(decoded)
     }
 
     /// Decodes a delta (bounded; never panics). The signature is not checked here.
@@ -502,14 +507,26 @@ fn put_dot(out: &mut Vec<u8>, d: &Dot) {
 }
 
 /// Writes a context; a writer's out-of-order dots beyond [`MAX_CLOUD`] are left out (the
-/// lowest kept), and writers beyond [`MAX_WRITERS`] too.
+/// lowest kept), and writers beyond [`MAX_WRITERS`] too, and out-of-order dots beyond
+/// [`MAX_CLOUD_TOTAL`] in all, so a digest always fits in a message. (A digest cut short
+/// claims less than its sender holds, which costs only redundant deltas.)
 pub(crate) fn put_context(out: &mut Vec<u8>, c: &CausalContext) {
-    let writers = c.writers();
-    put_varint(out, writers.len().min(MAX_WRITERS) as u64);
-    for w in writers.iter().take(MAX_WRITERS) {
-        let (prefix, cloud) = c.parts(w);
-        let cloud: Vec<u64> = cloud.take(MAX_CLOUD).collect();
-        put_node(out, w);
+    let mut budget = MAX_CLOUD_TOTAL;
+    let mut entries = Vec::new();
+    for w in c.writers() {
+        if entries.len() == MAX_WRITERS {
+            break;
+        }
+        let (prefix, cloud) = c.parts(&w);
+        let cloud: Vec<u64> = cloud.take(MAX_CLOUD.min(budget)).collect();
+        budget -= cloud.len();
+        if prefix > 0 || !cloud.is_empty() {
+            entries.push((w, prefix, cloud));
+        }
+    }
+    put_varint(out, entries.len() as u64);
+    for (w, prefix, cloud) in entries {
+        put_node(out, &w);
         put_varint(out, prefix);
         put_varint(out, cloud.len() as u64);
         for x in cloud {
@@ -929,13 +946,50 @@ mod tests {
             read_context(&mut In::new("t", &bad)),
             Err(Error::Malformed { .. })
         ));
-        // A fact delta carrying another writer's dot.
+        // A digest of a context with many gaps still fits in a message.
+        let mut big = CausalContext::new();
+        for w in 0..100u8 {
+            for n in 0..5_000u64 {
+                big.insert(Dot {
+                    writer: NodeId([w; 32]),
+                    counter: 2 * n + 2,
+                });
+            }
+        }
+        let digest = Message::Digest {
+            namespace: Namespace::new(NodeId([1; 32]), "ns").unwrap(),
+            reply: false,
+            have: big,
+        }
+        .encode();
+        assert!(digest.len() <= MAX_MESSAGE_BYTES);
+        let Message::Digest { have, .. } = Message::decode(&digest).unwrap() else {
+            panic!("not a digest");
+        };
+        assert_eq!(have.len(), MAX_CLOUD_TOTAL as u64);
+        // A fact delta carrying another writer's dot: the writer cannot sign it, and a
+        // hand-made one (here: a valid delta renumbered) does not decode.
         let mut set = OrSet::new();
         let d = set.add(NodeId([9; 32]), Fact::entity("a", "t"));
         let ns = Namespace::new(NodeId([1; 32]), "ns").unwrap();
-        let signed = SignedDelta::sign(&ns, 1, Payload::Facts(d), &Fake(1)).unwrap();
         assert!(matches!(
-            SignedDelta::decode(signed.as_bytes()),
+            SignedDelta::sign(&ns, 1, Payload::Facts(d), &Fake(1)),
+            Err(Error::Malformed { .. })
+        ));
+        let own = OrSet::new().add_delta_at(
+            Dot {
+                writer: NodeId([1; 32]),
+                counter: 1,
+            },
+            Fact::entity("a", "t"),
+        );
+        let signed = SignedDelta::sign(&ns, 1, Payload::Facts(own), &Fake(1)).unwrap();
+        let mut bytes = signed.as_bytes().to_vec();
+        let at = 1 + 32 + 1 + 2 + 32; // version, owner, name, writer
+        assert_eq!(bytes[at], 1);
+        bytes[at] = 2;
+        assert!(matches!(
+            SignedDelta::decode(&bytes),
             Err(Error::Malformed { .. })
         ));
     }
