@@ -50,6 +50,10 @@
 //! grants arrive before the deltas they allow) and, if the digest shows deltas the receiver
 //! lacks, its own digest. After a partition heals, rounds repair both sides.
 //!
+//! A node persists its replicas through `mesh_store` with [`SyncNode::save`] (after each
+//! call, before sending) and restores them with [`SyncNode::load`], which re-verifies every
+//! delta.
+//!
 //! Signatures use two small traits, [`Signer`] and [`Verifier`], which the node implements
 //! over its `mesh_identity::Identity` and `mesh_crypto`'s Ed25519 verification: this crate
 //! does not depend on the crypto stack (see the crate README for why).

@@ -1,6 +1,6 @@
 //! The sans-IO sync state machine: [`SyncNode`].
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
 use mesh_types::{Instant, NodeId, Timestamp};
@@ -10,6 +10,9 @@ use super::delta::{
     self, Access, AttributeKey, Fact, Grant, In, MAX_DELTA_BYTES, MAX_DELTAS_PER_MESSAGE,
     MAX_MESSAGE_BYTES, MAX_WRITERS, Message, Namespace, Payload, SignedDelta, Signer, Verifier,
 };
+use mesh_store::{Batch, Kv};
+
+use crate::codec::{decode_u64, encode_u64, show_key, store};
 use crate::episodic::NewEpisode;
 use crate::error::{Error, Result};
 
@@ -221,6 +224,12 @@ struct Space {
     /// The highest sequence number this node used here (never reused, even after a
     /// revocation withdrew some of its deltas).
     own_seq: u64,
+    /// Deltas joined since the last [`SyncNode::save`].
+    unsaved: BTreeSet<(NodeId, u64)>,
+    /// Deltas withdrawn since the last save.
+    gone: BTreeSet<(NodeId, u64)>,
+    /// Whether the subscription or `own_seq` changed since the last save.
+    meta_dirty: bool,
     next_peer: usize,
 }
 
@@ -241,6 +250,9 @@ impl Space {
             return 0;
         }
         for k in &gone {
+            if !self.unsaved.remove(k) {
+                self.gone.insert(*k);
+            }
             if let Some(d) = self.log.remove(k) {
                 self.bytes -= d.as_bytes().len();
             }
@@ -279,11 +291,13 @@ impl Space {
 ///
 /// # Persistence
 ///
-/// [`SyncNode::export`] encodes a namespace's deltas and [`SyncNode::import`] re-verifies
-/// and joins them. A node must persist its own deltas before their pushes leave (or never
-/// reuse a sequence number): a node that restarts without its own deltas would number new
-/// ones again from where its peers' copies say, and peers refuse a different delta under a
-/// number they hold ([`Error::Equivocation`]).
+/// After each call that changed something, and **before sending that call's outputs**, call
+/// [`SyncNode::save`] with a `mesh_store` tree: it writes the new deltas, forgets withdrawn
+/// ones and records subscriptions and this node's sequence numbers, in one atomic batch.
+/// [`SyncNode::load`] restores a node from it, re-verifying every delta. A node that sent a
+/// delta it had not saved could, after a crash, sign a different delta under the same
+/// number, which its peers refuse ([`Error::Equivocation`]). [`SyncNode::export`] and
+/// [`SyncNode::import`] move one namespace's deltas as a byte string.
 ///
 /// # Example
 ///
@@ -342,6 +356,8 @@ pub struct SyncNode<S, V> {
     config: Config,
     spaces: BTreeMap<Namespace, Space>,
     outbox: VecDeque<Output>,
+    /// Namespaces unsubscribed since the last save.
+    dropped: BTreeSet<Namespace>,
     next_round: Option<Instant>,
     stats: Stats,
 }
@@ -357,6 +373,7 @@ impl<S: Signer, V: Verifier> SyncNode<S, V> {
             config,
             spaces: BTreeMap::new(),
             outbox: VecDeque::new(),
+            dropped: BTreeSet::new(),
             next_round: None,
             stats: Stats::default(),
         }
@@ -389,13 +406,21 @@ impl<S: Signer, V: Verifier> SyncNode<S, V> {
                 max: self.config.max_namespaces as u64,
             });
         }
-        self.spaces.entry(namespace).or_default();
+        self.dropped.remove(&namespace);
+        self.spaces.entry(namespace).or_insert_with(|| Space {
+            meta_dirty: true,
+            ..Space::default()
+        });
         Ok(())
     }
 
     /// Stops replicating `namespace` and forgets its state.
     pub fn unsubscribe(&mut self, namespace: &Namespace) -> bool {
-        self.spaces.remove(namespace).is_some()
+        let known = self.spaces.remove(namespace).is_some();
+        if known {
+            self.dropped.insert(namespace.clone());
+        }
+        known
     }
 
     /// The namespaces replicated here.
@@ -481,6 +506,7 @@ impl<S: Signer, V: Verifier> SyncNode<S, V> {
         self.check_room(namespace, &d)?;
         let space = self.space_mut(namespace, me)?;
         space.own_seq = seq;
+        space.meta_dirty = true;
         let bytes = Message::Deltas(vec![d.clone()]).encode();
         Self::join(space, d);
         let members = space.replica.members(&namespace.owner(), &me);
@@ -496,6 +522,7 @@ impl<S: Signer, V: Verifier> SyncNode<S, V> {
         let reduced = space.replica.apply(d.writer(), d.seq(), d.payload());
         space.have.insert(d.dot());
         space.bytes += d.as_bytes().len();
+        space.unsaved.insert((d.writer(), d.seq()));
         space.log.insert((d.writer(), d.seq()), d);
         match reduced {
             Some((peer, until)) => space.withdraw(peer, until),
@@ -757,6 +784,109 @@ impl<S: Signer, V: Verifier> SyncNode<S, V> {
         self.outbox.pop_front()
     }
 
+    /// Writes what changed since the last save (subscriptions, this node's sequence
+    /// numbers, new and withdrawn deltas) to `kv` in one atomic batch; returns how many
+    /// deltas it wrote. Call it after each call that changed something and before sending
+    /// that call's outputs: a delta this node signed must be durable before it leaves.
+    /// On error nothing is marked saved, so the next call retries.
+    pub fn save<K: Kv>(&mut self, kv: &K) -> Result<usize> {
+        let mut batch = Batch::new();
+        let mut written = 0;
+        for ns in &self.dropped {
+            for prefix in [meta_key(ns), delta_prefix(ns)] {
+                let keys = kv
+                    .scan_prefix(&prefix, self.config.max_deltas_per_namespace + 1)
+                    .map_err(store("reading sync state to drop"))?;
+                for (k, _) in keys {
+                    batch.delete(k);
+                }
+            }
+        }
+        for (ns, space) in &self.spaces {
+            if space.meta_dirty {
+                batch.put(meta_key(ns), encode_u64(space.own_seq));
+            }
+            for k in &space.unsaved {
+                if let Some(d) = space.log.get(k) {
+                    batch.put(delta_key(ns, k), d.as_bytes().to_vec());
+                    written += 1;
+                }
+            }
+            for k in &space.gone {
+                batch.delete(delta_key(ns, k));
+            }
+        }
+        if !batch.is_empty() {
+            kv.apply(&batch).map_err(store("saving sync state"))?;
+        }
+        self.dropped.clear();
+        for space in self.spaces.values_mut() {
+            space.unsaved.clear();
+            space.gone.clear();
+            space.meta_dirty = false;
+        }
+        Ok(written)
+    }
+
+    /// A node restored from what [`SyncNode::save`] wrote to `kv`: every subscription and
+    /// delta, each delta decoded and checked again like a received one (signature, writer,
+    /// bounds; refusals are in the [`Receipt`]). A record that does not decode is
+    /// [`Error::Corrupt`].
+    pub fn load<K: Kv>(signer: S, verifier: V, config: Config, kv: &K) -> Result<(Self, Receipt)> {
+        let mut node = Self::new(signer, verifier, config);
+        let me = node.me;
+        let metas = kv
+            .scan_prefix(&[TAG_META], node.config.max_namespaces)
+            .map_err(store("loading sync subscriptions"))?;
+        let mut receipt = Receipt::default();
+        for (key, value) in metas {
+            let corrupt = |detail: String| Error::Corrupt {
+                what: "sync subscription",
+                key: show_key(&key),
+                detail,
+            };
+            let ns = parse_meta_key(&key).ok_or_else(|| corrupt("bad key".into()))?;
+            let own_seq =
+                decode_u64(&value).map_err(|e| match e.at("sync subscription", &key) {
+                    Error::Corrupt { detail, .. } => corrupt(detail),
+                    other => other,
+                })?;
+            node.subscribe(ns.clone())?;
+            if let Some(space) = node.spaces.get_mut(&ns) {
+                space.own_seq = own_seq;
+            }
+            let mut records = kv
+                .scan_prefix(&delta_prefix(&ns), node.config.max_deltas_per_namespace)
+                .map_err(store("loading sync deltas"))?;
+            // The owner's deltas first: the grants decide what the others may be.
+            records.sort_by_key(|(k, _)| !is_owners(k, &ns));
+            for (k, v) in records {
+                let d = SignedDelta::decode(&v).map_err(|e| Error::Corrupt {
+                    what: "sync delta",
+                    key: show_key(&k),
+                    detail: e.to_string(),
+                })?;
+                if d.namespace() != &ns || delta_key(&ns, &(d.writer(), d.seq())) != k {
+                    return Err(Error::Corrupt {
+                        what: "sync delta",
+                        key: show_key(&k),
+                        detail: "stored under another key".into(),
+                    });
+                }
+                match node.accept(me, d) {
+                    Ok(true) => receipt.applied += 1,
+                    Ok(false) => receipt.duplicates += 1,
+                    Err(e) => receipt.rejected.push(e),
+                }
+            }
+        }
+        for space in node.spaces.values_mut() {
+            space.unsaved.clear();
+            space.meta_dirty = false;
+        }
+        Ok((node, receipt))
+    }
+
     /// Encodes the deltas held for `namespace` (to persist a replica): a version byte, a
     /// count, and each delta as received (with its signature).
     pub fn export(&self, namespace: &Namespace) -> Result<Vec<u8>> {
@@ -793,6 +923,7 @@ impl<S: Signer, V: Verifier> SyncNode<S, V> {
                 && let Some(s) = self.spaces.get_mut(namespace)
             {
                 s.own_seq = s.own_seq.max(d.seq());
+                s.meta_dirty = true;
             }
             match self.accept(me, d) {
                 Ok(true) => receipt.applied += 1,
@@ -806,6 +937,47 @@ impl<S: Signer, V: Verifier> SyncNode<S, V> {
 }
 
 const EXPORT_VERSION: u8 = 1;
+
+const TAG_META: u8 = b'S';
+const TAG_DELTA: u8 = b'D';
+
+/// `S owner name`: a subscription; the value is this node's highest sequence number there.
+fn meta_key(ns: &Namespace) -> Vec<u8> {
+    let mut k = vec![TAG_META];
+    k.extend_from_slice(&ns.owner().0);
+    k.extend_from_slice(ns.name().as_bytes());
+    k
+}
+
+fn parse_meta_key(key: &[u8]) -> Option<Namespace> {
+    let rest = key.strip_prefix(&[TAG_META])?;
+    let (owner, name) = rest.split_first_chunk::<32>()?;
+    let name = std::str::from_utf8(name).ok()?;
+    Namespace::new(NodeId(*owner), name).ok()
+}
+
+/// `D owner name 0x00`: the namespace's deltas (names never contain NUL).
+fn delta_prefix(ns: &Namespace) -> Vec<u8> {
+    let mut k = vec![TAG_DELTA];
+    k.extend_from_slice(&ns.owner().0);
+    k.extend_from_slice(ns.name().as_bytes());
+    k.push(0);
+    k
+}
+
+/// `D owner name 0x00 writer seq` (seq big-endian): one delta.
+fn delta_key(ns: &Namespace, (writer, seq): &(NodeId, u64)) -> Vec<u8> {
+    let mut k = delta_prefix(ns);
+    k.extend_from_slice(&writer.0);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// Whether a delta key is one of the namespace owner's.
+fn is_owners(key: &[u8], ns: &Namespace) -> bool {
+    let at = key.len().saturating_sub(40);
+    key.get(at..at + 32) == Some(&ns.owner().0[..])
+}
 
 /// The writers of `have`, the namespace's owner first.
 fn owner_first(have: &CausalContext, namespace: &Namespace) -> Vec<NodeId> {
