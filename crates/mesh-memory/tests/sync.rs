@@ -67,9 +67,11 @@ fn episode(i: u64, text: &str) -> NewEpisode {
     )
 }
 
-/// A mesh of nodes and the messages in flight between them.
+/// A mesh of nodes, each saving to its own store after every step (the persistence
+/// contract: before its outputs leave), and the messages in flight between them.
 struct Mesh {
     nodes: Vec<Node>,
+    stores: Vec<<mesh_store::MemStore as mesh_store::Store>::Kv>,
     ns: Namespace,
     /// (from, to, bytes)
     flight: Vec<(usize, usize, Vec<u8>)>,
@@ -92,16 +94,31 @@ impl Mesh {
             let peer = nodes[i].id();
             nodes[0].grant(&ns, peer, Access::Write).unwrap();
         }
+        let stores = (0..n)
+            .map(|_| mesh_store::Store::kv(&mesh_store::MemStore::new(), "sync").unwrap())
+            .collect();
         let mut mesh = Self {
             nodes,
+            stores,
             ns,
             flight: Vec::new(),
             sides: None,
             now: 0,
         };
-        mesh.collect(0);
+        for i in 0..n {
+            mesh.collect(i);
+        }
         mesh.settle();
         mesh
+    }
+
+    /// Node `i` crashes and restarts from its store (what it had not sent is lost).
+    fn restart(&mut self, i: usize) {
+        let (node, receipt) =
+            SyncNode::load(key(i as u8), Ed, Config::default(), &self.stores[i]).unwrap();
+        assert!(receipt.rejected.is_empty(), "{:?}", receipt.rejected);
+        assert_eq!(node.replica(&self.ns), self.nodes[i].replica(&self.ns));
+        self.nodes[i] = node;
     }
 
     fn index(&self, id: NodeId) -> usize {
@@ -109,6 +126,7 @@ impl Mesh {
     }
 
     fn collect(&mut self, from: usize) {
+        self.nodes[from].save(&self.stores[from]).unwrap();
         for (to, bytes) in drain(&mut self.nodes[from]) {
             let to = self.index(to);
             self.flight.push((from, to, bytes));
@@ -206,6 +224,7 @@ enum Step {
     Tick(usize),
     Partition(Vec<bool>),
     Heal,
+    Restart(usize),
 }
 
 fn fact(f: u8) -> Fact {
@@ -229,6 +248,7 @@ fn step(n: usize) -> impl Strategy<Value = Step> {
         2 => (0..n).prop_map(Step::Tick),
         1 => proptest::collection::vec(any::<bool>(), n).prop_map(Step::Partition),
         1 => Just(Step::Heal),
+        1 => (0..n).prop_map(Step::Restart),
     ]
 }
 
@@ -277,6 +297,7 @@ fn run(n: usize, steps: &[Step]) {
             Step::Tick(i) => mesh.tick(*i),
             Step::Partition(sides) => mesh.sides = Some(sides.clone()),
             Step::Heal => mesh.sides = None,
+            Step::Restart(i) => mesh.restart(*i),
         }
     }
     mesh.settle();
@@ -287,7 +308,8 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
 
     /// 3 to 5 replicas writing facts, episodes and attributes, with the owner changing
-    /// writers' access, over a network that reorders, duplicates, drops and partitions:
+    /// writers' access and replicas restarting from their stores, over a network that
+    /// reorders, duplicates, drops and partitions:
     /// once the partition heals and anti-entropy runs, all replicas hold the same state
     /// (compared by canonical encoding) and the same deltas.
     #[test]
@@ -932,9 +954,29 @@ fn a_regrant_never_reuses_withdrawn_dots() {
 fn replicas_persist_through_mesh_store() {
     use mesh_store::{DiskStore, Kv, Store};
 
+    // On disk: saved, everything dropped, reopened, loaded.
     let dir = tempfile::tempdir().unwrap();
+    let expected = {
+        let disk = DiskStore::open(dir.path()).unwrap();
+        let kv = disk.kv("sync").unwrap();
+        let mut owner = node(0);
+        let ns = owner.create("shared").unwrap();
+        owner.grant(&ns, id(1), Access::Write).unwrap();
+        owner
+            .write(&ns, Write::AddFact(Fact::entity("a", "t")), Timestamp(1))
+            .unwrap();
+        assert_eq!(owner.save(&kv).unwrap(), 2);
+        assert_eq!(owner.save(&kv).unwrap(), 0); // nothing new
+        owner.replica(&ns).unwrap().clone()
+    };
     let disk = DiskStore::open(dir.path()).unwrap();
-    let kv = disk.kv("sync").unwrap();
+    let (owner, receipt) =
+        SyncNode::load(key(0), Ed, Config::default(), &disk.kv("sync").unwrap()).unwrap();
+    assert_eq!((receipt.applied, receipt.rejected.len()), (2, 0));
+    let ns = Namespace::new(id(0), "shared").unwrap();
+    assert_eq!(owner.replica(&ns), Some(&expected));
+
+    // In a mesh saving after every step (to in-memory stores).
     let mut mesh = Mesh::new(3);
     let ns = mesh.ns.clone();
     let other = mesh.nodes[1].create("mine").unwrap();
@@ -957,9 +999,9 @@ fn replicas_persist_through_mesh_store() {
     mesh.nodes[1]
         .write(&other, Write::AddFact(Fact::entity("x", "t")), Timestamp(1))
         .unwrap();
+    mesh.collect(1);
     mesh.settle();
-    assert!(mesh.nodes[1].save(&kv).unwrap() > 0);
-    assert_eq!(mesh.nodes[1].save(&kv).unwrap(), 0); // nothing new
+    let kv = mesh.stores[1].clone();
 
     let (mut back, receipt) = SyncNode::load(key(1), Ed, Config::default(), &kv).unwrap();
     assert!(receipt.rejected.is_empty());
