@@ -221,7 +221,7 @@ impl Kind {
 }
 
 /// An episode to append.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct NewEpisode {
     /// When it happened (the caller's wall clock).
     pub at: Timestamp,
@@ -255,7 +255,8 @@ impl NewEpisode {
         self
     }
 
-    fn check(&self) -> Result<()> {
+    /// Checks the kind, the text and the metadata against their bounds.
+    pub fn check(&self) -> Result<()> {
         self.kind.check()?;
         check_text("episode text", &self.text, MAX_TEXT_BYTES, true)?;
         check_pairs("episode metadata", &self.metadata)
@@ -710,7 +711,7 @@ fn successor(mut k: [u8; 16]) -> Option<[u8; 16]> {
     None
 }
 
-fn encode_episode(e: &NewEpisode) -> Vec<u8> {
+pub(crate) fn encode_episode(e: &NewEpisode) -> Vec<u8> {
     let mut out = Vec::with_capacity(32 + e.text.len() + e.peer.as_str().len());
     out.push(codec::RECORD_VERSION);
     put_varint(&mut out, e.at.0);
@@ -724,7 +725,7 @@ fn encode_episode(e: &NewEpisode) -> Vec<u8> {
     out
 }
 
-fn decode_episode(id: u64, bytes: &[u8]) -> Result<Episode, DecodeError> {
+pub(crate) fn decode_episode(id: u64, bytes: &[u8]) -> Result<Episode, DecodeError> {
     let mut r = Reader::new(bytes);
     read_version(&mut r)?;
     let at = Timestamp(r.varint()?);

@@ -1,6 +1,6 @@
 //! Errors of the memory crate.
 
-use mesh_types::{ErrorKind, HasKind};
+use mesh_types::{ErrorKind, HasKind, NodeId};
 
 /// Why a memory operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -122,6 +122,61 @@ pub enum Error {
     /// The model's computation failed (a bug, or memory exhausted).
     #[error("embedding computation failed: {0}")]
     Inference(String),
+    /// A sync message or delta from a peer that could not be decoded.
+    #[error("malformed {what}: {detail}")]
+    Malformed {
+        /// What was being decoded.
+        what: &'static str,
+        /// What was wrong.
+        detail: String,
+    },
+    /// A sync delta whose signature does not verify against its writer's key.
+    #[error("bad signature on delta {seq} of {writer:?} in namespace {namespace}")]
+    BadSignature {
+        /// The namespace (`owner/name`).
+        namespace: String,
+        /// The writer it claims.
+        writer: NodeId,
+        /// Its sequence number.
+        seq: u64,
+    },
+    /// A sync delta from a writer that is neither the namespace's owner nor granted write
+    /// access by it.
+    #[error("{writer:?} may not write to namespace {namespace}")]
+    Stranger {
+        /// The namespace (`owner/name`).
+        namespace: String,
+        /// The writer.
+        writer: NodeId,
+    },
+    /// A grant (or another owner-only change) signed by someone other than the owner.
+    #[error("{writer:?} does not own namespace {namespace}")]
+    NotOwner {
+        /// The namespace (`owner/name`).
+        namespace: String,
+        /// Who signed it.
+        writer: NodeId,
+    },
+    /// A delta or digest for a namespace this replica does not subscribe to, or that its
+    /// owner does not share with the peer.
+    #[error("namespace {namespace} is not shared with {peer:?}")]
+    NotShared {
+        /// The namespace (`owner/name`).
+        namespace: String,
+        /// The peer.
+        peer: NodeId,
+    },
+    /// A writer signed two different deltas with the same sequence number; the first one
+    /// received is kept.
+    #[error("{writer:?} signed two different deltas numbered {seq} in namespace {namespace}")]
+    Equivocation {
+        /// The namespace (`owner/name`).
+        namespace: String,
+        /// The writer.
+        writer: NodeId,
+        /// The sequence number.
+        seq: u64,
+    },
 }
 
 impl HasKind for Error {
@@ -137,6 +192,12 @@ impl HasKind for Error {
             Self::Corrupt { .. } => ErrorKind::Corrupt,
             Self::Model { .. } => ErrorKind::Corrupt,
             Self::Inference(_) => ErrorKind::Internal,
+            Self::Malformed { .. } => ErrorKind::Malformed,
+            Self::BadSignature { .. }
+            | Self::Stranger { .. }
+            | Self::NotOwner { .. }
+            | Self::NotShared { .. } => ErrorKind::Unauthorized,
+            Self::Equivocation { .. } => ErrorKind::Conflict,
             _ => ErrorKind::InvalidInput,
         }
     }

@@ -23,6 +23,12 @@
 //!   with adjacency in both directions; neighbours, k-hop neighbourhoods, bounded shortest
 //!   paths and entities by type. Every change, including deleting an entity with its
 //!   relations, is one atomic batch.
+//! - [`sync`]: memory sync between peers, sans IO ([`SyncNode`]): delta-state CRDTs (an
+//!   observed-remove set of graph facts, per-writer episode logs, last-writer-wins
+//!   attribute registers) in namespaces their owner shares, every delta signed by its
+//!   writer and checked by every replica, pushed to members and repaired by anti-entropy
+//!   digests; replicas converge under any loss, duplication, reordering or partition once
+//!   rounds get through. Not carried over mesh-transport yet: the node driver will.
 //!
 //! The persistent stores run on `DiskStore` (crash-safe: a call that returned `Ok` survives
 //! a crash) and, in tests, on `MemStore`. Their records are a small versioned binary format
@@ -42,6 +48,7 @@ pub mod embed;
 pub mod episodic;
 pub mod error;
 pub mod graph;
+pub mod sync;
 pub mod working;
 
 pub use ann::{Hit, Hnsw, Params, Scratch};
@@ -50,4 +57,5 @@ pub use embed::{Embedder, HashingEmbedder, MiniLm};
 pub use episodic::{Episode, Episodic, Kind, NewEpisode, Peer, Query};
 pub use error::{Error, Result};
 pub use graph::{Direction, Edge, Entity, Follow, Graph, Relation};
+pub use sync::SyncNode;
 pub use working::Working;
