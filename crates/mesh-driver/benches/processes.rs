@@ -9,6 +9,7 @@
 //! (from the request's scheduled submission to its committed receipt).
 //!
 //! Knobs for experiments (environment): `MESH_BENCH_INFLIGHT` (pipeline depth),
+//! `MESH_BENCH_FORWARD_MS` (how long a backup bundles requests before forwarding them),
 //! `MESH_BENCH_WINDOW` (client window: requests in flight per node), `MESH_BENCH_WORKERS`
 //! (tokio worker threads per process, default 2) and `MESH_BENCH_ONLY`
 //! (words among `opaque`, `signed`, `saturation`, `10k`: run only those). Measured with the
@@ -134,6 +135,10 @@ fn child(index: usize) {
         }
         if let Ok(depth) = std::env::var("MESH_BENCH_INFLIGHT") {
             config.consensus.max_inflight = depth.parse().unwrap();
+        }
+        if let Ok(ms) = std::env::var("MESH_BENCH_FORWARD_MS") {
+            config.consensus.forward_delay =
+                Duration::from_micros((ms.parse::<f64>().unwrap() * 1e3) as u64);
         }
         config.transport.listen = vec![
             format!("/ip4/127.0.0.1/tcp/{}", ports[index])
