@@ -1,7 +1,8 @@
 //! `mesh-node`: an agentmesh peer. A thin main over [`mesh_driver::node`]:
 //!
 //! - `mesh-node init`: a data directory with a new identity, `node.json` and `mesh.toml`;
-//! - `mesh-node [run]`: runs the node until Ctrl-C (SIGINT) or SIGTERM;
+//! - `mesh-node [run]`: runs the node until Ctrl-C (SIGINT) or SIGTERM (a missing or empty
+//!   data directory is initialized first, so `mesh-node` alone starts a peer on defaults);
 //! - `mesh-node genesis --out genesis.json <data-dir|node.json>...`: a genesis of those nodes;
 //! - `mesh-node status` and `mesh-node submit TEXT`: ask a running node through its HTTP API
 //!   (found in the data directory's `api.addr`, or given with `--api-url`).
@@ -209,6 +210,16 @@ fn main_result(cli: Cli) -> anyhow::Result<()> {
             );
         }
         return Ok(());
+    }
+    if node::is_fresh(&config) {
+        // A node starts on defaults alone: a fresh data directory gets its identity now.
+        let done = node::init(&config)
+            .with_context(|| format!("initializing {}", config.data_dir.display()))?;
+        eprintln!(
+            "mesh-node: new identity {} in {}",
+            done.public.did,
+            config.data_dir.display()
+        );
     }
     let filter: tracing_subscriber::filter::Targets =
         config.log.parse().context("parsing the log filter")?;

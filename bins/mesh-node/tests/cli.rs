@@ -84,7 +84,9 @@ fn init_then_a_second_init_and_genesis() {
 #[test]
 fn errors_are_one_clear_line() {
     let dir = tempfile::tempdir().unwrap();
-    // No identity.
+    // No identity in a directory that holds something else (an empty or missing one is
+    // initialized instead).
+    std::fs::write(dir.path().join("notes.txt"), "not a node").unwrap();
     let out = mesh_node(dir.path()).arg("run").output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = stderr_of(&out);
@@ -107,15 +109,13 @@ fn errors_are_one_clear_line() {
 
 #[test]
 fn run_logs_its_address_and_exits_0_on_sigint() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = mesh_node(dir.path())
-        .args(["init", "--no-mdns", "--listen", "/ip4/127.0.0.1/tcp/0"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr_of(&out));
-
-    // No subcommand: run.
-    let mut child = mesh_node(dir.path())
+    let root = tempfile::tempdir().unwrap();
+    // A data directory that does not exist yet: `run` (here with no subcommand) initializes
+    // it first, so a node starts on defaults alone.
+    let dir = root.path().join("node");
+    let dir = dir.as_path();
+    let mut child = mesh_node(dir)
+        .args(["--no-mdns", "--listen", "/ip4/127.0.0.1/tcp/0"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -150,13 +150,18 @@ fn run_logs_its_address_and_exits_0_on_sigint() {
     }
     assert!(seen.iter().any(|l| l.contains("/p2p/12D3KooW")), "{seen:?}");
     assert!(
+        seen.iter().any(|l| l.contains("new identity did:key:")),
+        "{seen:?}"
+    );
+    assert!(dir.join("identity.json").is_file());
+    assert!(
         seen.iter()
             .any(|l| l.contains("HTTP API on http://127.0.0.1:")),
         "{seen:?}"
     );
 
     // The client subcommands find the API through the data directory.
-    let out = mesh_node(dir.path()).arg("status").output().unwrap();
+    let out = mesh_node(dir).arg("status").output().unwrap();
     assert!(out.status.success(), "{}", stderr_of(&out));
     let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(
@@ -167,10 +172,7 @@ fn run_logs_its_address_and_exits_0_on_sigint() {
         status["consensus"].is_null(),
         "no genesis, no consensus: {status}"
     );
-    let out = mesh_node(dir.path())
-        .args(["submit", "hello"])
-        .output()
-        .unwrap();
+    let out = mesh_node(dir).args(["submit", "hello"]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = stderr_of(&out);
     assert!(err.contains("409 not_a_validator"), "{err}");
@@ -202,5 +204,5 @@ fn run_logs_its_address_and_exits_0_on_sigint() {
         rest.join("\n")
     );
     assert!(rest.iter().any(|l| l.contains("node stopped")), "{rest:?}");
-    assert!(!dir.path().join("api.addr").exists());
+    assert!(!dir.join("api.addr").exists());
 }

@@ -170,6 +170,17 @@ pub fn init(config: &Config) -> Result<Initialized> {
     }
 }
 
+/// Whether `config.data_dir` is fresh: missing, or an empty directory. `mesh-node run`
+/// initializes a fresh directory by itself (a node starts on defaults alone); a directory
+/// holding anything else but no identity is an error instead, since it is more likely a
+/// mistake (a wrong path, a half-deleted node) than a wish for a new identity.
+pub fn is_fresh(config: &Config) -> bool {
+    match std::fs::read_dir(&config.data_dir) {
+        Ok(mut entries) => entries.next().is_none(),
+        Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+    }
+}
+
 /// Opens the identity of `config.data_dir` (see [`init`] for where the passphrase comes
 /// from).
 pub fn open_identity(config: &Config) -> Result<Identity> {
