@@ -47,6 +47,17 @@ pub trait Embedder {
     }
 }
 
+/// A shared embedder embeds too (one loaded model can serve several stores).
+impl<T: Embedder + ?Sized> Embedder for &T {
+    fn dimension(&self) -> usize {
+        (**self).dimension()
+    }
+
+    fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
+        (**self).embed(texts)
+    }
+}
+
 /// Checks the inputs every embedder refuses.
 fn check_texts(texts: &[&str]) -> Result<()> {
     for (index, text) in texts.iter().enumerate() {

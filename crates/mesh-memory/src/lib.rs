@@ -19,6 +19,10 @@
 //!   index entries in one atomic batch and returns once they are durable.
 //! - [`working`]: bounded in-memory working memory ([`Working`]) evicting by a documented
 //!   score of recency and relevance; time is passed in, so it is deterministic.
+//! - [`semantic`]: semantic memory ([`Semantic`]): texts chunked, embedded by any
+//!   [`Embedder`] and stored with metadata in one atomic batch per text; searched by meaning
+//!   through the HNSW index, with metadata filters (falling back to an exact search of the
+//!   matching chunks when the filter is selective). The index is rebuilt on open.
 //! - [`graph`]: the knowledge graph ([`Graph`]): typed entities and typed directed relations
 //!   with adjacency in both directions; neighbours, k-hop neighbourhoods, bounded shortest
 //!   paths and entities by type. Every change, including deleting an entity with its
@@ -48,6 +52,7 @@ pub mod embed;
 pub mod episodic;
 pub mod error;
 pub mod graph;
+pub mod semantic;
 pub mod sync;
 pub mod working;
 
@@ -57,5 +62,6 @@ pub use embed::{Embedder, HashingEmbedder, MiniLm};
 pub use episodic::{Episode, Episodic, Kind, NewEpisode, Peer, Query};
 pub use error::{Error, Result};
 pub use graph::{Direction, Edge, Entity, Follow, Graph, Relation};
+pub use semantic::{Chunk, ChunkParams, Semantic, SemanticHit};
 pub use sync::SyncNode;
 pub use working::Working;
