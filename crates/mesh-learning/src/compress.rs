@@ -470,41 +470,6 @@ fn accumulate_and_collect(
     bad.iter().fold(0, |a, &h| a | h) == 0
 }
 
-/// Vectors at least this long are split for [`accumulate_and_collect_split`]: below it, a
-/// thread's start (tens of microseconds) costs more than half the pass saves.
-const SPLIT_MIN: usize = 1 << 20;
-
-/// [`accumulate_and_collect`] over two halves at once, one on a scoped thread, when the
-/// vector is long and a second core is there: the pass is bound by memory bandwidth, and one
-/// core alone does not use all of it. The result is the same as one pass's (the second
-/// half's indices follow the first's).
-fn accumulate_and_collect_split(
-    update: &[f32],
-    residual: &mut [f32],
-    threshold: u32,
-    out: &mut Vec<u32>,
-) -> bool {
-    let d = update.len();
-    let cores = std::thread::available_parallelism().map_or(1, usize::from);
-    if d < SPLIT_MIN || cores < 2 {
-        return accumulate_and_collect(update, residual, threshold, out);
-    }
-    // Split on a block boundary so the halves' blocks are the single pass's blocks.
-    let mid = (d / 2).next_multiple_of(SCAN_BLOCK).min(d);
-    let (r1, r2) = residual.split_at_mut(mid);
-    let (u1, u2) = update.split_at(mid);
-    let mut second = Vec::with_capacity(out.capacity() / 2 + 64);
-    let (ok1, ok2) = std::thread::scope(|s| {
-        let handle = s.spawn(|| accumulate_and_collect(u2, r2, threshold, &mut second));
-        let ok1 = accumulate_and_collect(u1, r1, threshold, out);
-        // A panic in the helper thread is a bug in this module; treat it as a failed pass.
-        (ok1, handle.join().unwrap_or(false))
-    });
-    let base = mid as u32;
-    out.extend(second.into_iter().map(|i| i + base));
-    ok1 && ok2
-}
-
 /// Appends the indices (offset by `base`) of `block`'s magnitudes at or above `threshold`
 /// (a block that got here usually holds one or two). Branch-free: every index is written and
 /// the end advances only past the ones that qualify, since which ones do is unpredictable.
@@ -566,7 +531,7 @@ impl Compressor for TopK {
             let want = initial_want(k, sample.len(), d);
             let threshold = rank_threshold(&mut sample, want);
             let mut collected = Vec::with_capacity(k + k / 2 + 64);
-            if !accumulate_and_collect_split(update, residual, threshold, &mut collected) {
+            if !accumulate_and_collect(update, residual, threshold, &mut collected) {
                 residual.iter_mut().for_each(|r| *r = 0.0);
                 return Err(Error::invalid("compression", "non-finite value in update"));
             }
@@ -1070,37 +1035,6 @@ mod tests {
         assert!(idx.iter().all(|&i| i >= 997 * 40), "{idx:?}");
         let flat = vec![1.5f32; 10_000];
         assert_eq!(top_k_indices(&flat, 100, &mut Rng::new(6)).len(), 100);
-    }
-
-    #[test]
-    fn the_split_pass_equals_one_pass() {
-        // Long enough to be split, not a multiple of the block, with candidates in both
-        // halves and across the boundary; a non-finite sum in the second half is caught.
-        let d = SPLIT_MIN + 37;
-        let update = gaussian(d, 3);
-        let start = gaussian(d, 4);
-        let threshold = mag(2.5);
-        let (mut r1, mut r2) = (start.clone(), start.clone());
-        let (mut one, mut two) = (Vec::new(), Vec::new());
-        assert!(accumulate_and_collect(
-            &update, &mut r1, threshold, &mut one
-        ));
-        assert!(accumulate_and_collect_split(
-            &update, &mut r2, threshold, &mut two
-        ));
-        assert_eq!(one, two);
-        assert_eq!(r1, r2);
-        assert!(one.first().is_some_and(|&i| (i as usize) < d / 2));
-        assert!(one.last().is_some_and(|&i| (i as usize) > d / 2));
-        let mut bad = update.clone();
-        bad[d - 1] = f32::INFINITY;
-        let mut r3 = start.clone();
-        assert!(!accumulate_and_collect_split(
-            &bad,
-            &mut r3,
-            threshold,
-            &mut Vec::new()
-        ));
     }
 
     #[test]
