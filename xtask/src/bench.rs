@@ -18,12 +18,12 @@
 use std::collections::BTreeMap;
 use std::io::BufRead as _;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
 use crate::mesh::Mesh;
-use crate::util::{cargo, root};
+use crate::util::{cargo, now, target_dir};
 
 /// Targets from the issues (`>=` for rates, `<` for latencies and memory).
 const TARGETS: &[(&str, &str)] = &[
@@ -41,9 +41,7 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
             "`cargo xtask bench` takes no options (got {arg:?}); `cargo bench` runs the in-process benches"
         );
     }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| root().join("target"));
+    let target = target_dir();
     let mut figures: BTreeMap<String, f64> = BTreeMap::new();
 
     println!("\n==> node start time and idle memory (4 release validators)");
@@ -111,11 +109,6 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     }
     println!("  {:<32} {:>12}  (not measured yet)", "fl_round_s", "-");
     Ok(())
-}
-
-#[allow(clippy::disallowed_methods)] // timing in a command-line tool
-fn now() -> Instant {
-    Instant::now()
 }
 
 /// Runs a bench, echoing its output, and collects its `XTASK-BENCH key=value` lines.

@@ -51,10 +51,7 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
 
 /// Where the data sets live: `$CARGO_TARGET_DIR/data` or `<workspace>/target/data`.
 pub(crate) fn data_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| crate::util::root().join("target"))
-        .join("data")
+    crate::util::target_dir().join("data")
 }
 
 /// Makes sure `digits.csv` is present and intact; returns its path.

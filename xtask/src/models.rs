@@ -69,10 +69,7 @@ pub(crate) fn models_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("MESH_MODELS_DIR") {
         return PathBuf::from(dir);
     }
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| crate::util::root().join("target"))
-        .join("models")
+    crate::util::target_dir().join("models")
 }
 
 /// Makes sure all-MiniLM-L6-v2's files are present and intact; returns their directory.

@@ -14,17 +14,16 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::path::PathBuf;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use mesh_api::client::Client;
 use mesh_api::types::{Event, Receipt};
 
 use crate::mesh::Mesh;
-use crate::util::{cargo, root, step};
+use crate::util::{cargo, now, step, target_dir};
 
 const HELP: &str = "\
 usage: cargo xtask testnet [--nodes N] [--scenario demo|chaos] [--requests R] [--keep]
@@ -98,18 +97,6 @@ fn parse(args: &[String]) -> Result<Option<Options>> {
         }
     }
     Ok(Some(o))
-}
-
-/// The target directory cargo builds into.
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("target"))
-}
-
-#[allow(clippy::disallowed_methods)] // progress and latency timing in a command-line tool
-fn now() -> Instant {
-    Instant::now()
 }
 
 /// Runs the testnet.
