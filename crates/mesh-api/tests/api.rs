@@ -18,8 +18,9 @@ struct Fake {
     validator: bool,
     next: AtomicU64,
     events: broadcast::Sender<Event>,
-    /// When set, submissions wait for it.
-    hold: Option<Arc<Notify>>,
+    /// When set, submissions signal `entered` (the request holds its slot) and then wait
+    /// for `hold`.
+    hold: Option<(Arc<Notify>, Arc<Notify>)>,
 }
 
 impl Fake {
@@ -72,8 +73,9 @@ impl Backend for Fake {
         if !self.validator {
             return Err(ApiError::NotAValidator);
         }
-        if let Some(h) = &self.hold {
-            h.notified().await;
+        if let Some((entered, hold)) = &self.hold {
+            entered.notify_one();
+            hold.notified().await;
         }
         let height = self.next.fetch_add(1, Ordering::SeqCst);
         let _ = self.events.send(Event::BlockCommitted {
@@ -357,9 +359,9 @@ async fn events_stream_in_order_and_a_slow_subscriber_is_told_what_it_missed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_over_the_concurrency_limit_are_refused_as_busy() {
-    let hold = Arc::new(Notify::new());
+    let (entered, hold) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
     let mut fake = Fake::new(true);
-    fake.hold = Some(hold.clone());
+    fake.hold = Some((entered.clone(), hold.clone()));
     let config = ServerConfig {
         max_concurrent: 1,
         ..ServerConfig::default()
@@ -367,18 +369,12 @@ async fn requests_over_the_concurrency_limit_are_refused_as_busy() {
     let (server, client, _) = serve(fake, config).await;
     let c = client.clone();
     let first = tokio::task::spawn_blocking(move || c.submit_text("wait"));
-    // Until the first holds the only slot, a status call may still get through.
-    let mut refused = None;
-    for _ in 0..200 {
-        let c = client.clone();
-        match blocking(move || c.status()).await {
-            Err(e) => {
-                refused = Some(api_code(e));
-                break;
-            }
-            Ok(_) => tokio::time::sleep(Duration::from_millis(10)).await,
-        }
-    }
+    // Once the first submission is inside the backend, it holds the only slot.
+    tokio::time::timeout(Duration::from_secs(30), entered.notified())
+        .await
+        .expect("the first submission reaches the backend");
+    let c = client.clone();
+    let refused = blocking(move || c.status()).await.map_err(api_code).err();
     assert_eq!(refused, Some((503, "busy".into())));
     hold.notify_one();
     assert!(first.await.unwrap().is_ok());
