@@ -636,7 +636,7 @@ async fn four_validators_started_from_a_genesis_commit_and_stop_cleanly() {
         );
         assert!(block.signers.len() >= 3, "{block:?}");
         let status = api2.status().unwrap();
-        assert!(status.consensus.unwrap().height >= receipt.height);
+        assert!(status.consensus.as_ref().unwrap().height >= receipt.height);
         // It executed a block, so it hears from a quorum (the last link may still be coming up).
         assert!(status.peers >= 2, "{status:?}");
         let metrics = api2.metrics().unwrap();
