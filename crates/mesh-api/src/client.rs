@@ -19,7 +19,10 @@ use std::time::Duration;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::types::{ErrorBody, Event, Ledger, NodeStatus, Peer, Receipt, SubmitRequest};
+use crate::types::{
+    AgentInfo, ErrorBody, Event, Ledger, MessageBox, MessageReceipt, Messages, NodeStatus, Peer,
+    Receipt, SendMessage, SubmitRequest,
+};
 
 /// The largest response body read (64 MiB).
 const MAX_BODY: usize = 64 * 1024 * 1024;
@@ -146,6 +149,39 @@ impl Client {
     /// `GET /v1/ledger?from=..&limit=..`.
     pub fn ledger(&self, from: u64, limit: usize) -> Result<Ledger, ClientError> {
         self.get(&format!("/v1/ledger?from={from}&limit={limit}"))
+    }
+
+    /// `GET /v1/agents` (a node).
+    pub fn agents(&self) -> Result<Vec<AgentInfo>, ClientError> {
+        self.get("/v1/agents")
+    }
+
+    /// `POST /v1/messages` (an agent): a `chat` message to the agent `to` (a DID).
+    pub fn send_message(&self, to: &str, text: &str) -> Result<MessageReceipt, ClientError> {
+        self.post(
+            "/v1/messages",
+            &SendMessage {
+                to: to.to_owned(),
+                text: text.to_owned(),
+                kind: None,
+            },
+        )
+    }
+
+    /// `GET /v1/messages?box=..&from=..&limit=..` (an agent).
+    pub fn messages(
+        &self,
+        which: MessageBox,
+        from: u64,
+        limit: usize,
+    ) -> Result<Messages, ClientError> {
+        let which = match which {
+            MessageBox::Inbox => "inbox",
+            MessageBox::Outbox => "outbox",
+        };
+        self.get(&format!(
+            "/v1/messages?box={which}&from={from}&limit={limit}"
+        ))
     }
 
     /// `GET /metrics`, as text.

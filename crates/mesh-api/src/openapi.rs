@@ -12,7 +12,9 @@ fn error_responses(codes: &[&str]) -> Value {
             "400" => "malformed request (bad JSON, unknown field, bad query, bad hex)",
             "401" => "a bearer token is required (the node was given one)",
             "404" => "no such route",
-            "409" => "this node runs no consensus (not a validator)",
+            "409" => {
+                "this node runs no consensus (not a validator), or this server is not an agent"
+            }
             "413" => "body over the limit",
             "503" => "busy (too many requests, streams or waiting clients) or stopped",
             "504" => "not committed in time (the request may still commit)",
@@ -103,6 +105,30 @@ pub fn document() -> Value {
                     json!({"101": {"description": "switching to the WebSocket protocol"}}),
                     with(&["400"]))
             }},
+            "/v1/agents": {"get": {
+                "summary": "Agents registered through consensus (served by nodes)",
+                "operationId": "agents",
+                "responses": merge(json!({"200": ok("the registrations", json!({"type": "array", "items": schema("AgentInfo")}))}), with(&["404"]))
+            }},
+            "/v1/messages": {
+                "get": {
+                    "summary": "Received (or sent) end-to-end encrypted messages (served by agents)",
+                    "operationId": "messages",
+                    "parameters": [
+                        {"name": "from", "in": "query", "schema": {"type": "integer", "minimum": 0, "default": 0}},
+                        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "default": 100}},
+                        {"name": "box", "in": "query", "schema": {"enum": ["inbox", "outbox"], "default": "inbox"}}
+                    ],
+                    "responses": merge(json!({"200": ok("the messages", schema("Messages"))}), with(&["400", "409"]))
+                },
+                "post": {
+                    "summary": "Send an end-to-end encrypted, signed message to another agent (served by agents)",
+                    "operationId": "sendMessage",
+                    "requestBody": {"required": true, "content": {"application/json": {"schema": schema("SendMessage")}}},
+                    "responses": merge(json!({"200": ok("stored; delivered until acknowledged", schema("MessageReceipt"))}),
+                        with(&["400", "404", "409", "413", "504"]))
+                }
+            },
             "/v1/openapi.json": {"get": {
                 "summary": "This document",
                 "operationId": "openapi",
@@ -150,9 +176,20 @@ fn schemas() -> Value {
             "requests": {"type": "array", "items": schema("LedgerRequest")}}},
         "Ledger": {"type": "object", "required": ["blocks", "height"], "properties": {
             "blocks": {"type": "array", "items": schema("LedgerBlock")}, "height": int}},
+        "AgentInfo": {"type": "object", "required": ["did", "name", "capabilities", "addrs", "node", "issued_ms"], "properties": {
+            "did": string, "name": string, "capabilities": {"type": "array", "items": string},
+            "addrs": {"type": "array", "items": string}, "node": string, "issued_ms": int}},
+        "SendMessage": {"type": "object", "required": ["to", "text"], "additionalProperties": false, "properties": {
+            "to": string, "text": string, "kind": {"type": "string", "pattern": "^[a-z0-9._/-]{1,64}$", "default": "chat"}}},
+        "MessageReceipt": {"type": "object", "required": ["id", "seq"], "properties": {"id": string, "seq": int}},
+        "MessageView": {"type": "object", "required": ["seq", "id", "peer", "kind", "timestamp_ms", "hex"], "properties": {
+            "seq": int, "id": string, "peer": string, "kind": string, "timestamp_ms": int, "text": string, "hex": string}},
+        "Messages": {"type": "object", "required": ["messages", "total"], "properties": {
+            "messages": {"type": "array", "items": schema("MessageView")}, "total": int}},
         "Event": {"type": "object", "required": ["type"], "properties": {
-            "type": {"enum": ["peer_up", "peer_down", "block_committed", "lagged"]},
-            "peer_id": string, "height": int, "view": int, "requests": int, "executed": int, "missed": int}}
+            "type": {"enum": ["peer_up", "peer_down", "block_committed", "message_received", "lagged"]},
+            "peer_id": string, "height": int, "view": int, "requests": int, "executed": int,
+            "id": string, "from": string, "kind": string, "seq": int, "missed": int}}
     })
 }
 
@@ -163,8 +200,16 @@ mod tests {
     #[test]
     fn the_document_lists_exactly_the_served_routes() {
         let doc = document();
-        let paths = doc["paths"].as_object().map(|p| p.len()).unwrap_or(0);
-        assert_eq!(paths, crate::server::ROUTES.len());
+        let operations: usize = doc["paths"]
+            .as_object()
+            .map(|p| {
+                p.values()
+                    .filter_map(Value::as_object)
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0);
+        assert_eq!(operations, crate::server::ROUTES.len());
         for (method, path) in crate::server::ROUTES {
             assert!(
                 doc["paths"][path][method].is_object(),

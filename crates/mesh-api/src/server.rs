@@ -22,7 +22,8 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, broadcast, watch};
 
 use crate::types::{
-    ErrorBody, ErrorDetail, Event, Ledger, NodeStatus, Peer, Receipt, SubmitRequest,
+    AgentInfo, ErrorBody, ErrorDetail, Event, Ledger, MessageBox, MessageReceipt, Messages,
+    NodeStatus, Peer, Receipt, SendMessage, SubmitRequest,
 };
 
 /// What the routes ask of the node. The node library implements it over its consensus
@@ -45,6 +46,32 @@ pub trait Backend: Send + Sync + 'static {
     /// Metrics of the node's parts in the OpenMetrics text format (a trailing `# EOF` line
     /// is dropped; the page ends with its own).
     fn metrics(&self) -> impl Future<Output = Result<String, ApiError>> + Send;
+    /// The agents registered through consensus (a node); by default this server keeps no
+    /// registry.
+    fn agents(&self) -> impl Future<Output = Result<Vec<AgentInfo>, ApiError>> + Send {
+        std::future::ready(Err(ApiError::NotFound(
+            "this server keeps no agent registry (ask a node)".into(),
+        )))
+    }
+    /// Sends an end-to-end encrypted message to another agent (an agent); by default this
+    /// server is not an agent.
+    fn send_message(
+        &self,
+        message: SendMessage,
+    ) -> impl Future<Output = Result<MessageReceipt, ApiError>> + Send {
+        let _ = message;
+        std::future::ready(Err(ApiError::NotAnAgent))
+    }
+    /// At most `limit` messages of `which` box from position `from` (an agent).
+    fn messages(
+        &self,
+        which: MessageBox,
+        from: u64,
+        limit: usize,
+    ) -> impl Future<Output = Result<Messages, ApiError>> + Send {
+        let _ = (which, from, limit);
+        std::future::ready(Err(ApiError::NotAnAgent))
+    }
 }
 
 /// An error answered to an API client: an HTTP status and an [`ErrorBody`].
@@ -65,6 +92,9 @@ pub enum ApiError {
     /// This node runs no consensus replica (409).
     #[error("this node is not a validator of a genesis: it runs no consensus")]
     NotAValidator,
+    /// Messages are sent and read through an agent's API, not a node's (409).
+    #[error("this server is not an agent: send and read messages through an agent's API")]
+    NotAnAgent,
     /// The body is over the limit (413).
     #[error("the body is over the limit of {limit} bytes")]
     PayloadTooLarge {
@@ -93,7 +123,7 @@ impl ApiError {
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Self::NotAValidator => StatusCode::CONFLICT,
+            Self::NotAValidator | Self::NotAnAgent => StatusCode::CONFLICT,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Busy(_) | Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
@@ -109,6 +139,7 @@ impl ApiError {
             Self::NotFound(_) => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::NotAValidator => "not_a_validator",
+            Self::NotAnAgent => "not_an_agent",
             Self::PayloadTooLarge { .. } => "payload_too_large",
             Self::Busy(_) => "busy",
             Self::Unavailable(_) => "unavailable",
@@ -295,6 +326,8 @@ fn router<B: Backend>(
         .route("/v1/consensus/requests", post(submit::<B>))
         .route("/v1/ledger", get(ledger::<B>))
         .route("/v1/events", get(events::<B>))
+        .route("/v1/agents", get(agents::<B>))
+        .route("/v1/messages", get(messages::<B>).post(send_message::<B>))
         .route("/v1/openapi.json", get(openapi))
         .route("/metrics", get(metrics::<B>))
         .fallback(not_found)
@@ -313,6 +346,9 @@ pub(crate) const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/consensus/requests"),
     ("get", "/v1/ledger"),
     ("get", "/v1/events"),
+    ("get", "/v1/agents"),
+    ("get", "/v1/messages"),
+    ("post", "/v1/messages"),
     ("get", "/v1/openapi.json"),
     ("get", "/metrics"),
 ];
@@ -415,6 +451,49 @@ async fn ledger<B: Backend>(
     }
     let limit = limit.min(s.config.max_ledger_blocks);
     s.backend.ledger(from, limit).await.map(Json)
+}
+
+async fn agents<B: Backend>(State(s): St<B>) -> Result<Json<Vec<AgentInfo>>, ApiError> {
+    s.backend.agents().await.map(Json)
+}
+
+async fn send_message<B: Backend>(
+    State(s): St<B>,
+    body: Result<Json<SendMessage>, JsonRejection>,
+) -> Result<Json<MessageReceipt>, ApiError> {
+    let Json(body) = body.map_err(|r| json_rejection(&r, s.config.max_body))?;
+    match tokio::time::timeout(s.config.submit_timeout, s.backend.send_message(body)).await {
+        Ok(r) => r.map(Json),
+        Err(_) => Err(ApiError::Timeout(format!(
+            "the recipient was not reached within {:?} to open a session; nothing was sent",
+            s.config.submit_timeout
+        ))),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MessagesQuery {
+    from: Option<u64>,
+    limit: Option<usize>,
+    #[serde(rename = "box")]
+    which: Option<MessageBox>,
+}
+
+async fn messages<B: Backend>(
+    State(s): St<B>,
+    query: Result<Query<MessagesQuery>, QueryRejection>,
+) -> Result<Json<Messages>, ApiError> {
+    let Query(q) = query.map_err(|r| ApiError::BadRequest(r.body_text()))?;
+    let limit = q.limit.unwrap_or(100);
+    if limit == 0 {
+        return Err(ApiError::BadRequest("`limit` must be 1 or more".into()));
+    }
+    let limit = limit.min(s.config.max_ledger_blocks);
+    s.backend
+        .messages(q.which.unwrap_or_default(), q.from.unwrap_or(0), limit)
+        .await
+        .map(Json)
 }
 
 async fn events<B: Backend>(

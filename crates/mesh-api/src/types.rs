@@ -136,6 +136,87 @@ pub struct LedgerRequest {
     pub text: Option<String>,
 }
 
+/// One entry of `GET /v1/agents`: a registration committed through consensus.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentInfo {
+    /// The agent's DID.
+    pub did: String,
+    /// Its name.
+    pub name: String,
+    /// What it offers.
+    pub capabilities: Vec<String>,
+    /// Where it listens (multiaddresses ending in its peer id).
+    pub addrs: Vec<String>,
+    /// The peer id of the node it joined through.
+    pub node: String,
+    /// When it signed the registration (ms since the Unix epoch).
+    pub issued_ms: u64,
+}
+
+/// `POST /v1/messages` (served by an agent): an end-to-end encrypted message to another
+/// agent.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SendMessage {
+    /// The recipient's DID.
+    pub to: String,
+    /// The message, as UTF-8 text.
+    pub text: String,
+    /// The message type (default `chat`; `[a-z0-9._/-]`, 1 to 64 characters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+}
+
+/// The answer to [`SendMessage`]: the message is stored and will be delivered (retried
+/// until the recipient acknowledges it or its ttl runs out).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageReceipt {
+    /// The envelope id (hex).
+    pub id: String,
+    /// Its position in the sender's outbox.
+    pub seq: u64,
+}
+
+/// A message in `GET /v1/messages`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageView {
+    /// Position in the inbox (or outbox).
+    pub seq: u64,
+    /// The envelope id (hex).
+    pub id: String,
+    /// The other agent's DID (sender of a received message, recipient of a sent one).
+    pub peer: String,
+    /// The message type.
+    pub kind: String,
+    /// When the sender signed it (ms since the Unix epoch).
+    pub timestamp_ms: u64,
+    /// The body as text, when it is UTF-8.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    /// The body (hex).
+    pub hex: String,
+}
+
+/// `GET /v1/messages`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Messages {
+    /// Messages in order from the `from` asked for.
+    pub messages: Vec<MessageView>,
+    /// How many messages the box holds (the next position).
+    pub total: u64,
+}
+
+/// Which box `GET /v1/messages` reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageBox {
+    /// Received messages.
+    #[default]
+    Inbox,
+    /// Sent messages.
+    Outbox,
+}
+
 /// An event on the `GET /v1/events` WebSocket: one JSON text message each, tagged by
 /// `type`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -161,6 +242,17 @@ pub enum Event {
         requests: usize,
         /// Requests that executed (the others repeated earlier ones).
         executed: usize,
+    },
+    /// An agent received (decrypted and verified) a message.
+    MessageReceived {
+        /// The envelope id (hex).
+        id: String,
+        /// The sender's DID.
+        from: String,
+        /// The message type.
+        kind: String,
+        /// Its position in the inbox.
+        seq: u64,
     },
     /// This subscriber fell behind and missed `missed` events (the stream goes on).
     Lagged {

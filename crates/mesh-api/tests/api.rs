@@ -63,6 +63,17 @@ impl Backend for Fake {
         })
     }
 
+    async fn agents(&self) -> Result<Vec<mesh_api::types::AgentInfo>, ApiError> {
+        Ok(vec![mesh_api::types::AgentInfo {
+            did: "did:key:zAgent".into(),
+            name: "alice".into(),
+            capabilities: vec!["chat".into()],
+            addrs: vec![],
+            node: "12D3KooFake".into(),
+            issued_ms: 1,
+        }])
+    }
+
     async fn peers(&self) -> Result<Vec<Peer>, ApiError> {
         Ok(vec![Peer {
             peer_id: "12D3KooOther".into(),
@@ -277,6 +288,42 @@ async fn a_token_is_required_when_configured() {
         let right = client.with_token("s3cret");
         assert!(right.status().is_ok());
         assert!(right.metrics().is_ok());
+    })
+    .await;
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_routes_on_a_node_answer_with_the_registry_or_not_an_agent() {
+    let (server, client, _) = serve(Fake::new(true), ServerConfig::default()).await;
+    blocking(move || {
+        let agents = client.agents().unwrap();
+        assert_eq!(agents.len(), 1);
+        assert_eq!(agents[0].name, "alice");
+        assert_eq!(
+            api_code(client.send_message("did:key:zAgent", "hi").unwrap_err()),
+            (409, "not_an_agent".into())
+        );
+        assert_eq!(
+            api_code(
+                client
+                    .messages(mesh_api::types::MessageBox::Inbox, 0, 10)
+                    .unwrap_err()
+            ),
+            (409, "not_an_agent".into())
+        );
+        let r = client
+            .request(
+                "POST",
+                "/v1/messages",
+                Some(br#"{"to":"x","text":"y","cc":"z"}"#),
+            )
+            .unwrap();
+        assert_eq!(r.status, 400);
+        let r = client
+            .request("GET", "/v1/messages?box=sideways", None)
+            .unwrap();
+        assert_eq!(r.status, 400);
     })
     .await;
     server.shutdown().await;
