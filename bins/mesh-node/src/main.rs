@@ -133,30 +133,11 @@ struct ClientArgs {
 
 impl ClientArgs {
     fn client(self) -> anyhow::Result<mesh_api::client::Client> {
-        let addr = match self.api_url {
-            Some(a) => a,
-            None => {
-                let dir = self
-                    .data_dir
-                    .or_else(|| std::env::var_os(node::config::env::DATA_DIR).map(PathBuf::from))
-                    .unwrap_or_else(|| PathBuf::from(node::config::DEFAULT_DATA_DIR));
-                let file = dir.join(node::API_ADDR_FILE);
-                std::fs::read_to_string(&file)
-                    .with_context(|| {
-                        format!(
-                            "reading {} (is the node running, with its API on?)",
-                            file.display()
-                        )
-                    })?
-                    .trim()
-                    .to_owned()
-            }
-        };
-        let client = mesh_api::client::Client::new(addr);
-        Ok(match std::env::var(node::config::env::API_TOKEN) {
-            Ok(t) if !t.is_empty() => client.with_token(t),
-            _ => client,
-        })
+        Ok(node::api_client(
+            self.data_dir,
+            self.api_url,
+            node::config::DEFAULT_DATA_DIR,
+        )?)
     }
 }
 

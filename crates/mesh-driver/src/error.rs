@@ -167,6 +167,15 @@ pub enum Error {
         /// What differs.
         detail: String,
     },
+    /// Agent messaging refused or failed.
+    #[error("agent {what}: {source}")]
+    Agent {
+        /// What the agent was doing.
+        what: &'static str,
+        /// The mailbox's complaint.
+        #[source]
+        source: mesh_agent_runtime::Error,
+    },
     /// A listen address is taken by another socket.
     #[error("cannot listen on {addr}: the port is in use (is another node running?)")]
     AddressInUse {
@@ -202,6 +211,7 @@ impl HasKind for Error {
             Self::Identity { source, .. } => source.kind(),
             Self::Genesis { .. } | Self::GenesisMismatch { .. } => ErrorKind::InvalidInput,
             Self::AddressInUse { .. } => ErrorKind::Io,
+            Self::Agent { source, .. } => source.kind(),
         }
     }
 }

@@ -14,12 +14,17 @@
 //!   genesis file ([`node::genesis`]), and [`node::run`]`(config, shutdown)`: the transport
 //!   plus, for a validator of the genesis, the consensus driver.
 //!
+//! - [`agent`]: an agent process as the `mesh-agent` binary runs it: its own peer joined
+//!   through a node, registration committed through consensus, end-to-end encrypted messages
+//!   with other agents (`mesh-agent-runtime`), and its HTTP API.
+//!
 //! It must never implement protocol logic itself (that belongs in a core, where the simulator
 //! can check it), never let a peer's bytes panic it or stop it (only a failing store stops a
 //! driver), and never hold an unbounded queue.
 
 #![forbid(unsafe_code)]
 
+pub mod agent;
 pub mod consensus;
 mod error;
 pub mod node;

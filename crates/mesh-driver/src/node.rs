@@ -46,7 +46,7 @@
 use std::future::Future;
 use std::io::Write as _;
 use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use mesh_consensus::Keys;
@@ -60,6 +60,7 @@ use zeroize::Zeroizing;
 use crate::consensus;
 use crate::error::{Error, Result};
 
+pub mod agents;
 mod api;
 pub mod config;
 pub mod genesis;
@@ -384,6 +385,10 @@ pub fn start(config: Config) -> Result<(NodeHandle, NodeJoin)> {
     transport_config.listen = config.listen.clone();
     transport_config.bootstrap = config.bootstrap.clone();
     transport_config.mdns = config.mdns;
+    transport_config.protocols = vec![
+        agents::REGISTER_PROTOCOL.to_owned(),
+        agents::LOOKUP_PROTOCOL.to_owned(),
+    ];
     let validator = match genesis {
         Some((g, index)) => {
             if let Some(own) = g.addresses.get(index)
@@ -461,6 +466,10 @@ pub fn start(config: Config) -> Result<(NodeHandle, NodeJoin)> {
     let (listen_tx, listen) = watch::channel(Vec::new());
     let (stop_tx, mut stop) = watch::channel(false);
     let (events_tx, _) = broadcast::channel(api::EVENT_CAPACITY);
+    let registry = std::sync::Arc::new(agents::Registry::default());
+    if let Some((h, _)) = &consensus {
+        runtime.spawn(agents::follow(registry.clone(), h.clone(), stop.clone()));
+    }
     let server = match config.api {
         None => None,
         Some(addr) => {
@@ -472,14 +481,14 @@ pub fn start(config: Config) -> Result<(NodeHandle, NodeJoin)> {
                 listen: listen.clone(),
                 events: events_tx.clone(),
                 started: start_time(),
+                registry: registry.clone(),
             });
             let served = {
                 let _entered = runtime.enter();
                 api::serve(addr, config.api_token.clone(), backend)
             }
             .and_then(|server| {
-                let path = config.data_dir.join(API_ADDR_FILE);
-                write_replacing(&path, server.local_addr().to_string().as_bytes()).map(|()| server)
+                write_api_addr(&config.data_dir, server.local_addr()).map(|()| server)
             });
             match served {
                 Ok(server) => {
@@ -529,6 +538,17 @@ pub fn start(config: Config) -> Result<(NodeHandle, NodeJoin)> {
                     }
                 }
                 event = events.recv() => match event {
+                    Some(Event::Request(request))
+                        if request.protocol == agents::REGISTER_PROTOCOL
+                            || request.protocol == agents::LOOKUP_PROTOCOL =>
+                    {
+                        tokio::spawn(agents::handle(
+                            request,
+                            transport.clone(),
+                            registry.clone(),
+                            consensus_handle.clone(),
+                        ));
+                    }
                     Some(event) => {
                         log_event(&event, peer, &listen_tx);
                         publish_event(&event, &events_tx);
@@ -738,7 +758,7 @@ fn check_ports(listen: &[Multiaddr]) -> Result<()> {
 /// When the node started, for its uptime.
 // The node's one monotonic reading outside the drivers' clocks: uptime is for people only.
 #[allow(clippy::disallowed_methods)]
-fn start_time() -> std::time::Instant {
+pub(crate) fn start_time() -> std::time::Instant {
     std::time::Instant::now()
 }
 
@@ -769,6 +789,43 @@ pub(crate) fn write_new(path: &Path, data: &[u8], mode: u32) -> Result<()> {
 }
 
 /// Writes a public file, replacing any earlier one.
+/// A client of the HTTP API of the node or agent running in `data_dir` (its
+/// [`API_ADDR_FILE`] names the address), or at `api_url` (`host:port`) if given; with the
+/// bearer token from `MESH_API_TOKEN` if set.
+pub fn api_client(
+    data_dir: Option<PathBuf>,
+    api_url: Option<String>,
+    default_dir: &str,
+) -> Result<mesh_api::client::Client> {
+    let addr = match api_url {
+        Some(a) => a,
+        None => {
+            let dir = data_dir
+                .or_else(|| std::env::var_os(config::env::DATA_DIR).map(PathBuf::from))
+                .unwrap_or_else(|| PathBuf::from(default_dir));
+            let file = dir.join(API_ADDR_FILE);
+            std::fs::read_to_string(&file)
+                .map_err(|e| Error::DataDir {
+                    path: file.clone(),
+                    op: "read the API address (is it running, with its API on?)",
+                    detail: e.to_string(),
+                })?
+                .trim()
+                .to_owned()
+        }
+    };
+    let client = mesh_api::client::Client::new(addr);
+    Ok(match std::env::var(config::env::API_TOKEN) {
+        Ok(t) if !t.is_empty() => client.with_token(t),
+        _ => client,
+    })
+}
+
+/// Writes the HTTP API's address to [`API_ADDR_FILE`] in `data_dir`.
+pub(crate) fn write_api_addr(data_dir: &Path, addr: std::net::SocketAddr) -> Result<()> {
+    write_replacing(&data_dir.join(API_ADDR_FILE), addr.to_string().as_bytes())
+}
+
 fn write_replacing(path: &Path, data: &[u8]) -> Result<()> {
     let mut data = data.to_vec();
     data.push(b'\n');

@@ -86,7 +86,7 @@ struct Shared<K: Kv> {
 /// Reliable, persistent, exactly-once messaging over a [`Transport`].
 pub struct Messenger<K: Kv + 'static> {
     shared: Arc<Shared<K>>,
-    task: tokio::task::JoinHandle<()>,
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl<K: Kv + 'static> std::fmt::Debug for Messenger<K> {
@@ -113,7 +113,7 @@ impl<K: Kv + 'static> Messenger<K> {
             wake: Notify::new(),
             stop: Notify::new(),
         });
-        let task = tokio::spawn(run(shared.clone()));
+        let task = Mutex::new(Some(tokio::spawn(run(shared.clone()))));
         Ok(Self { shared, task })
     }
 
@@ -196,8 +196,18 @@ impl<K: Kv + 'static> Messenger<K> {
 
     /// Stops delivering (what is waiting stays in the outbox for the next start).
     pub async fn shutdown(self) {
-        self.shared.stop.notify_one();
-        let _ = self.task.await;
+        self.close().await;
+    }
+
+    /// Stops delivering, like [`Self::shutdown`], through a shared reference (for a
+    /// messenger kept in an `Arc`); later calls return at once. The stores are released when
+    /// the last reference is dropped.
+    pub async fn close(&self) {
+        let task = lock(&self.task).take();
+        if let Some(task) = task {
+            self.shared.stop.notify_one();
+            let _ = task.await;
+        }
     }
 }
 

@@ -4,7 +4,8 @@
 use std::sync::Arc;
 
 use mesh_api::types::{
-    ConsensusStatus, Counter, Event, Ledger, LedgerBlock, LedgerRequest, NodeStatus, Peer, Receipt,
+    AgentInfo, ConsensusStatus, Counter, Event, Ledger, LedgerBlock, LedgerRequest, NodeStatus,
+    Peer, Receipt,
 };
 use mesh_api::{ApiError, Backend};
 use mesh_consensus::RequestKind;
@@ -26,6 +27,7 @@ pub(crate) struct NodeBackend {
     pub(crate) listen: watch::Receiver<Vec<Multiaddr>>,
     pub(crate) events: broadcast::Sender<Event>,
     pub(crate) started: std::time::Instant,
+    pub(crate) registry: Arc<super::agents::Registry>,
 }
 
 impl NodeBackend {
@@ -168,6 +170,22 @@ impl Backend for NodeBackend {
             blocks: blocks.iter().map(ledger_block).collect(),
             height,
         })
+    }
+
+    async fn agents(&self) -> Result<Vec<AgentInfo>, ApiError> {
+        Ok(self
+            .registry
+            .all()
+            .into_iter()
+            .map(|r| AgentInfo {
+                did: r.did.to_string(),
+                name: r.name,
+                capabilities: r.capabilities,
+                addrs: r.addrs,
+                node: r.node,
+                issued_ms: r.issued.0,
+            })
+            .collect())
     }
 
     fn events(&self) -> broadcast::Receiver<Event> {
