@@ -19,6 +19,7 @@
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod agents;
 mod bench;
 mod data;
 mod deps;

@@ -37,6 +37,61 @@ impl Node {
     pub(crate) fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
     }
+
+    /// Stops the process with SIGINT and waits (at most 30 s) for it to exit.
+    pub(crate) fn stop(&mut self, what: &str) -> Result<ExitStatus> {
+        let Some(mut c) = self.child.take() else {
+            bail!("{what} is not running");
+        };
+        let _ = Command::new("kill")
+            .args(["-INT", &c.id().to_string()])
+            .status();
+        for _ in 0..300 {
+            if let Some(s) = c.try_wait()? {
+                return Ok(s);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+        bail!("{what} did not stop within 30 s of SIGINT (killed)")
+    }
+
+    /// Starts `c` with its stderr appended to `log` in its directory.
+    fn spawn(&mut self, mut c: Command, log: &str, what: &str) -> Result<()> {
+        let log_path = self.dir.join(log);
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .with_context(|| format!("opening {}", log_path.display()))?;
+        c.env("MESH_LOG", "info").stdout(Stdio::null()).stderr(file);
+        self.child = Some(c.spawn().with_context(|| format!("starting {what}"))?);
+        Ok(())
+    }
+
+    /// The last lines of its log file `log`, for error messages.
+    pub(crate) fn log_tail(&self, log: &str, lines: usize) -> String {
+        let text = fs::read_to_string(self.dir.join(log)).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// Kills the process with SIGKILL and reaps it.
+    pub(crate) fn kill9(&mut self) -> Result<()> {
+        if let Some(mut c) = self.child.take() {
+            c.kill().context("sending SIGKILL")?;
+            c.wait().context("reaping")?;
+        }
+        Ok(())
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
 }
 
 /// A mesh of node processes.
@@ -126,51 +181,25 @@ impl Mesh {
     /// Starts node `i` (its log goes to `node.log` in its directory, appended).
     pub(crate) fn start(&mut self, i: usize) -> Result<()> {
         let node = &mut self.nodes[i];
-        let log_path = node.dir.join("node.log");
-        let log = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .with_context(|| format!("opening {}", log_path.display()))?;
         let mut c = command(&self.bin);
         c.arg("run")
             .arg("--data-dir")
             .arg(&node.dir)
             .arg("--genesis")
-            .arg(&self.genesis)
-            .env("MESH_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log);
-        node.child = Some(c.spawn().with_context(|| format!("starting node {i}"))?);
-        Ok(())
+            .arg(&self.genesis);
+        node.spawn(c, "node.log", &format!("node {i}"))
     }
 
     /// Kills node `i` with SIGKILL (no chance to clean up) and reaps it.
     pub(crate) fn kill9(&mut self, i: usize) -> Result<()> {
-        if let Some(mut c) = self.nodes[i].child.take() {
-            c.kill().with_context(|| format!("killing node {i}"))?;
-            c.wait().with_context(|| format!("reaping node {i}"))?;
-        }
-        Ok(())
+        self.nodes[i]
+            .kill9()
+            .with_context(|| format!("killing node {i}"))
     }
 
     /// Stops node `i` with SIGINT and waits (at most 30 s) for it to exit.
     pub(crate) fn stop(&mut self, i: usize) -> Result<ExitStatus> {
-        let Some(mut c) = self.nodes[i].child.take() else {
-            bail!("node {i} is not running");
-        };
-        let _ = Command::new("kill")
-            .args(["-INT", &c.id().to_string()])
-            .status();
-        for _ in 0..300 {
-            if let Some(s) = c.try_wait()? {
-                return Ok(s);
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = c.kill();
-        let _ = c.wait();
-        bail!("node {i} did not stop within 30 s of SIGINT (killed)")
+        self.nodes[i].stop(&format!("node {i}"))
     }
 
     /// Leaves the processes running when the mesh is dropped.
@@ -180,22 +209,97 @@ impl Mesh {
 
     /// The last lines of node `i`'s log, for error messages.
     pub(crate) fn log_tail(&self, i: usize, lines: usize) -> String {
-        let text = fs::read_to_string(self.nodes[i].dir.join("node.log")).unwrap_or_default();
-        let all: Vec<&str> = text.lines().collect();
-        all[all.len().saturating_sub(lines)..].join("\n")
+        self.nodes[i].log_tail("node.log", lines)
     }
 }
 
 impl Drop for Mesh {
     fn drop(&mut self) {
-        if self.keep {
-            return;
+        if !self.keep {
+            self.nodes.iter_mut().for_each(Node::kill);
         }
-        for node in &mut self.nodes {
-            if let Some(mut c) = node.child.take() {
-                let _ = c.kill();
-                let _ = c.wait();
-            }
+    }
+}
+
+/// Agent processes (`mesh-agent`), each joined through a node of the mesh.
+pub(crate) struct Agents {
+    bin: PathBuf,
+    pub(crate) agents: Vec<Node>,
+    /// The node multiaddress each agent joins through.
+    homes: Vec<String>,
+    pub(crate) names: Vec<String>,
+    keep: bool,
+}
+
+impl Agents {
+    /// Creates a data directory under `root` per name (an identity listening on a fixed
+    /// loopback port, a fixed API port), to join through the node at `homes[i]`.
+    pub(crate) fn create(
+        bin: &Path,
+        root: &Path,
+        names: &[&str],
+        homes: Vec<String>,
+    ) -> Result<Self> {
+        let p2p = free_ports(names.len())?;
+        let api = free_ports(names.len())?;
+        let mut agents = Vec::new();
+        for (i, name) in names.iter().enumerate() {
+            let dir = root.join(name);
+            let mut c = command(bin);
+            c.arg("init")
+                .arg("--data-dir")
+                .arg(&dir)
+                .arg("--listen")
+                .arg(format!("/ip4/127.0.0.1/tcp/{}", p2p[i]))
+                .arg("--api")
+                .arg(format!("127.0.0.1:{}", api[i]));
+            run_quiet(c, &format!("mesh-agent init ({name})"))?;
+            agents.push(Node {
+                index: i,
+                dir,
+                api_port: api[i],
+                child: None,
+            });
+        }
+        Ok(Self {
+            bin: bin.to_owned(),
+            agents,
+            homes,
+            names: names.iter().map(|n| (*n).to_owned()).collect(),
+            keep: false,
+        })
+    }
+
+    /// Starts agent `i` (its log goes to `agent.log` in its directory).
+    pub(crate) fn start(&mut self, i: usize) -> Result<()> {
+        let mut c = command(&self.bin);
+        c.arg("run")
+            .arg("--data-dir")
+            .arg(&self.agents[i].dir)
+            .arg("--bootstrap")
+            .arg(&self.homes[i])
+            .arg("--name")
+            .arg(&self.names[i]);
+        let what = format!("agent {}", self.names[i]);
+        self.agents[i].spawn(c, "agent.log", &what)
+    }
+
+    /// Stops agent `i` with SIGINT.
+    pub(crate) fn stop(&mut self, i: usize) -> Result<ExitStatus> {
+        let what = format!("agent {}", self.names[i]);
+        self.agents[i].stop(&what)
+    }
+
+    /// Leaves the processes running when dropped.
+    pub(crate) fn keep(&mut self) {
+        self.keep = true;
+    }
+}
+
+impl Drop for Agents {
+    fn drop(&mut self) {
+        if !self.keep {
+            self.agents.iter_mut().for_each(Node::kill);
         }
     }
 }
