@@ -23,6 +23,8 @@ use mesh_driver::node::{self, Multiaddr, Overrides};
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
+/// The agent's name when none is given.
+const DEFAULT_NAME: &str = "agent";
 /// The data directory when none is given.
 const DEFAULT_DATA_DIR: &str = "agent-data";
 
@@ -37,7 +39,7 @@ struct Cli {
 }
 
 /// The agent's settings on the command line.
-#[derive(Args, Default, Clone)]
+#[derive(Args, Default)]
 struct AgentArgs {
     /// The data directory [env: MESH_DATA_DIR] [default: ./agent-data].
     #[arg(long)]
@@ -58,7 +60,7 @@ struct AgentArgs {
     #[arg(long)]
     api: Option<String>,
     /// The agent's name in its registration.
-    #[arg(long, default_value = "agent")]
+    #[arg(long, default_value = DEFAULT_NAME)]
     name: String,
     /// A capability it announces (repeatable) [default: chat].
     #[arg(long = "capability")]
@@ -66,6 +68,29 @@ struct AgentArgs {
 }
 
 impl AgentArgs {
+    /// These settings, with `more` (given after the subcommand) taking precedence.
+    fn merge(self, more: Self) -> Self {
+        let list = |a: Vec<Multiaddr>, b: Vec<Multiaddr>| if b.is_empty() { a } else { b };
+        Self {
+            data_dir: more.data_dir.or(self.data_dir),
+            config: more.config.or(self.config),
+            listen: list(self.listen, more.listen),
+            bootstrap: list(self.bootstrap, more.bootstrap),
+            log: more.log.or(self.log),
+            api: more.api.or(self.api),
+            name: if more.name == DEFAULT_NAME {
+                self.name
+            } else {
+                more.name
+            },
+            capabilities: if more.capabilities.is_empty() {
+                self.capabilities
+            } else {
+                more.capabilities
+            },
+        }
+    }
+
     fn overrides(&self) -> Overrides {
         let data_dir = self.data_dir.clone().or_else(|| {
             std::env::var_os(node::config::env::DATA_DIR)
@@ -174,9 +199,9 @@ fn main_result(cli: Cli) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&status)?);
             return Ok(());
         }
-        Some(Command::Init(args)) => (true, args),
-        Some(Command::Run(args)) => (false, args),
-        None => (false, cli.agent.clone()),
+        Some(Command::Init(args)) => (true, cli.agent.merge(args)),
+        Some(Command::Run(args)) => (false, cli.agent.merge(args)),
+        None => (false, cli.agent),
     };
     let config =
         node::Config::from_process(&args.overrides()).context("reading the configuration")?;

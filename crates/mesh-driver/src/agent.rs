@@ -445,6 +445,16 @@ pub fn start(config: Config, options: AgentOptions) -> Result<(AgentHandle, Agen
         .map_err(|_| Error::Config("an agent must be started inside a tokio runtime".into()))?;
     let node = home_node(&config)?;
     let me = Arc::new(node::open_identity(&config)?);
+    // The name and capabilities are checked now, not at the first registration attempt.
+    AgentRecord::sign(
+        &me,
+        &options.name,
+        options.capabilities.clone(),
+        Vec::new(),
+        &node.to_string(),
+        now(),
+    )
+    .map_err(agent_err("settings"))?;
     let dir = config.data_dir.join(AGENT_DIR);
     let store = DiskStore::open(&dir).map_err(store_err(&dir))?;
     let mailbox = Mailbox::open(store.kv("mailbox").map_err(store_err(&dir))?, me.clone())
