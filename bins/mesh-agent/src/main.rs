@@ -231,22 +231,10 @@ fn main_result(cli: Cli) -> anyhow::Result<()> {
         .context("building the runtime")?;
     let dir = config.data_dir.clone();
     runtime
-        .block_on(agent::run(config, args.options(), shutdown_signal()))
+        .block_on(agent::run(
+            config,
+            args.options(),
+            mesh_driver::cli::shutdown_signal(),
+        ))
         .with_context(|| format!("agent in {}", dir.display()))
-}
-
-/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
-async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = term => {}
-    }
 }

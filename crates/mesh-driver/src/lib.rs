@@ -25,6 +25,8 @@
 #![forbid(unsafe_code)]
 
 pub mod agent;
+#[cfg(feature = "cli")]
+pub mod cli;
 pub mod consensus;
 mod error;
 pub mod node;

@@ -385,6 +385,8 @@ pub fn start(config: Config) -> Result<(NodeHandle, NodeJoin)> {
     transport_config.listen = config.listen.clone();
     transport_config.bootstrap = config.bootstrap.clone();
     transport_config.mdns = config.mdns;
+    transport_config.relay_server = config.coordinator;
+    transport_config.listen_addrs_are_external = config.coordinator;
     transport_config.protocols = vec![
         agents::REGISTER_PROTOCOL.to_owned(),
         agents::LOOKUP_PROTOCOL.to_owned(),

@@ -200,3 +200,82 @@ async fn agents_register_through_consensus_and_talk_end_to_end_exactly_once() {
         .unwrap()
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_registers_through_a_coordinator_that_follows_the_ledger() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut validator = config(&dir.path().join("validator"), free_port());
+    let mut coordinator = config(&dir.path().join("coordinator"), free_port());
+    coordinator.coordinator = true;
+    node::init(&validator).unwrap();
+    node::init(&coordinator).unwrap();
+    let genesis_path = dir.path().join("genesis.json");
+    let file = genesis::build_with(
+        &[PublicInfo::load(&validator.data_dir).unwrap()],
+        &[PublicInfo::load(&coordinator.data_dir).unwrap()],
+        Settings::default(),
+    )
+    .unwrap();
+    assert_eq!(file.validators[1].weight, 0, "the coordinator observes");
+    file.save(&genesis_path).unwrap();
+    validator.genesis = Some(genesis_path.clone());
+    coordinator.genesis = Some(genesis_path);
+    let (v, v_join) = node::start(validator).unwrap();
+    let (c, c_join) = node::start(coordinator).unwrap();
+    assert!(!c.consensus().unwrap().status().voter);
+    let c_addr = tokio::time::timeout(WAIT, c.listening())
+        .await
+        .unwrap()
+        .unwrap()
+        .remove(0);
+
+    let mut agent_config = config(&dir.path().join("carol"), free_port());
+    agent_config.bootstrap = vec![c_addr];
+    node::init(&agent_config).unwrap();
+    let (carol, carol_join) = agent::start(
+        agent_config,
+        AgentOptions {
+            name: "carol".into(),
+            capabilities: vec!["chat".into()],
+        },
+    )
+    .unwrap();
+    let height = tokio::time::timeout(WAIT, carol.registered())
+        .await
+        .unwrap();
+    assert!(height.is_some_and(|h| h >= 1), "{height:?}");
+    // The coordinator learns the block as a learner and lists carol.
+    let api = mesh_api::client::Client::new(c.api_addr().unwrap().to_string());
+    let did = carol.did().to_string();
+    tokio::task::spawn_blocking(move || {
+        for _ in 0..1200 {
+            if api
+                .agents()
+                .unwrap()
+                .iter()
+                .any(|a| a.did == did && a.name == "carol")
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("the coordinator never listed carol");
+    })
+    .await
+    .unwrap();
+
+    carol.shutdown();
+    tokio::time::timeout(WAIT, carol_join)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    for (n, j) in [(c, c_join), (v, v_join)] {
+        n.shutdown();
+        tokio::time::timeout(WAIT, j)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+    }
+}

@@ -2,8 +2,11 @@
 //! protocols agents use to reach it.
 //!
 //! An agent sends its signed [`AgentRecord`] to the node it joins through on
-//! [`REGISTER_PROTOCOL`]; a validator checks it (signature, and that the agent itself is the
-//! sender), submits it to consensus and answers once it has executed, with the height. Every
+//! [`REGISTER_PROTOCOL`]; a validator checks its signature, submits it to consensus and
+//! answers once it has executed, with the height. A node that does not vote (a coordinator
+//! following the ledger) forwards the record to the primary. Records are self-authenticating
+//! (signed by the agent's DID, the newest `issued` wins), so whoever relays one cannot change
+//! or roll it back. Every
 //! node with a ledger derives the registry from the committed blocks (the newest `issued`
 //! record per DID wins) and answers [`LOOKUP_PROTOCOL`] requests and `GET /v1/agents` from it.
 //! The registry is rebuilt from the ledger at every start, and follows it by reading blocks
@@ -118,7 +121,7 @@ pub(crate) async fn handle(
     consensus: Option<consensus::Handle>,
 ) {
     let answer = match request.protocol.as_str() {
-        REGISTER_PROTOCOL => register(&request, &registry, consensus.as_ref()).await,
+        REGISTER_PROTOCOL => register(&request, &transport, &registry, consensus.as_ref()).await,
         LOOKUP_PROTOCOL => match std::str::from_utf8(&request.data) {
             Ok(did) => registry
                 .get(did)
@@ -135,23 +138,28 @@ pub(crate) async fn handle(
 
 async fn register(
     request: &InboundRequest,
+    transport: &Transport,
     registry: &Registry,
     consensus: Option<&consensus::Handle>,
 ) -> Result<Vec<u8>, String> {
     let record = AgentRecord::from_bytes(&request.data).map_err(|e| e.to_string())?;
     record.verify().map_err(|e| e.to_string())?;
-    let key = record.did.verifying_key().map_err(|e| e.to_string())?;
-    if mesh_identity::did::peer_id_bytes(&key) != request.peer.to_bytes() {
-        return Err("an agent registers itself: the record's DID is not the sender's".into());
-    }
     if let Some(old) = registry.get(record.did.as_str())
         && old == record
     {
         return Ok(0u64.to_be_bytes().to_vec());
     }
     let Some(c) = consensus else {
-        return Err("this node is not a validator: register through a validator".into());
+        return Err("this node follows no ledger: register through a validator".into());
     };
+    let status = c.status();
+    if !status.voter {
+        let primary = consensus::peer_id(&status.primary).map_err(|e| e.to_string())?;
+        return transport
+            .request(primary, REGISTER_PROTOCOL, request.data.clone())
+            .await
+            .map_err(|e| format!("forwarded to the primary: {e}"));
+    }
     let committed = c
         .submit(record.to_ledger_payload())
         .await

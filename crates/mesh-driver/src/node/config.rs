@@ -92,6 +92,10 @@ pub struct Config {
     /// The bearer token every API request must carry. Set from [`env::API_TOKEN`]; never
     /// from a file.
     pub api_token: Option<String>,
+    /// The coordinator role (set by `mesh-coordinator`, not read from the file): the node
+    /// serves as a circuit relay for peers behind NATs and announces its listen addresses as
+    /// reachable, so agents and nodes can join through it. Default off.
+    pub coordinator: bool,
 }
 
 impl Default for Config {
@@ -106,6 +110,7 @@ impl Default for Config {
             protection: None,
             api: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
             api_token: None,
+            coordinator: false,
         }
     }
 }

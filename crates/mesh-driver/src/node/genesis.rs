@@ -274,9 +274,19 @@ pub struct Genesis {
 /// Builds a genesis of `nodes`, each with weight 1 and its first address, and `settings`.
 /// The result is checked as [`Genesis::load`] would.
 pub fn build(nodes: &[PublicInfo], settings: Settings) -> Result<GenesisFile> {
+    build_with(nodes, &[], settings)
+}
+
+/// Builds a genesis of the voting `nodes` (weight 1) followed by `observers` (weight 0:
+/// members that follow the ledger as learners without voting, such as a coordinator).
+pub fn build_with(
+    nodes: &[PublicInfo],
+    observers: &[PublicInfo],
+    settings: Settings,
+) -> Result<GenesisFile> {
     let here = PathBuf::from("(the genesis being built)");
-    let mut validators = Vec::with_capacity(nodes.len());
-    for n in nodes {
+    let mut validators = Vec::with_capacity(nodes.len() + observers.len());
+    for (i, n) in nodes.iter().chain(observers).enumerate() {
         let address = n.addresses.first().ok_or_else(|| Error::Genesis {
             path: here.clone(),
             detail: format!(
@@ -290,7 +300,7 @@ pub fn build(nodes: &[PublicInfo], settings: Settings) -> Result<GenesisFile> {
             peer_id: n.peer_id.clone(),
             bls_public_key: n.bls_public_key.clone(),
             bls_proof_of_possession: n.bls_proof_of_possession.clone(),
-            weight: 1,
+            weight: u32::from(i < nodes.len()),
             address: address.clone(),
         });
     }
