@@ -1,5 +1,5 @@
-//! The agents of `cargo xtask testnet`: two `mesh-agent` processes join through two nodes,
-//! register through consensus, and exchange end-to-end encrypted messages through their HTTP
+//! The agents of `cargo xtask testnet`: two `mesh-agent` processes join through the
+//! coordinator, register through consensus (the coordinator forwards to the primary), and exchange end-to-end encrypted messages through their HTTP
 //! APIs; in the chaos scenario the recipient is killed (SIGKILL) halfway and restarted, and
 //! every message must still arrive exactly once.
 
@@ -21,26 +21,32 @@ pub(crate) struct Messaging {
     pub(crate) restarted: bool,
 }
 
-/// Creates and starts `alice` (through node 0) and `bob` (through node 1), and waits until
-/// the registry of the last node lists both (their registrations committed).
+/// Creates and starts `alice` and `bob`, both joining through the coordinator, and waits
+/// until the registries of the coordinator and of the last node list both (their
+/// registrations committed).
 pub(crate) fn start(bin: &Path, root: &Path, mesh: &Mesh) -> Result<(Agents, Vec<String>)> {
-    let home = |i: usize| -> Result<String> {
-        let status = mesh.nodes[i].client().status()?;
-        status
-            .listen
-            .into_iter()
-            .find(|a| a.starts_with("/ip4/127.0.0.1/tcp/") && a.contains("/p2p/"))
-            .with_context(|| format!("node {i} reports no loopback TCP address"))
-    };
-    let homes = vec![home(0)?, home(1)?];
-    println!("\n==> two agents: alice joins through node 0, bob through node 1");
+    let status = mesh.coordinator.client().status()?;
+    let home = status
+        .listen
+        .into_iter()
+        .find(|a| a.starts_with("/ip4/127.0.0.1/tcp/") && a.contains("/p2p/"))
+        .context("the coordinator reports no loopback TCP address")?;
+    let homes = vec![home.clone(), home];
+    println!("\n==> two agents, alice and bob, join through the coordinator");
     let mut agents = Agents::create(bin, root, &["alice", "bob"], homes)?;
     agents.start(0)?;
     agents.start(1)?;
     let started = now();
-    let registry = mesh.nodes[mesh.nodes.len() - 1].client();
+    let registries = [
+        mesh.nodes[mesh.nodes.len() - 1].client(),
+        mesh.coordinator.client(),
+    ];
     loop {
-        let listed = registry.agents().map(|a| a.len()).unwrap_or(0);
+        let listed = registries
+            .iter()
+            .map(|r| r.agents().map(|a| a.len()).unwrap_or(0))
+            .min()
+            .unwrap_or(0);
         if listed == 2 {
             break;
         }
@@ -67,7 +73,7 @@ pub(crate) fn start(bin: &Path, root: &Path, mesh: &Mesh) -> Result<(Agents, Vec
         .map(|a| Ok(a.client().status()?.did))
         .collect::<Result<Vec<_>>>()?;
     println!(
-        "both registered through consensus in {:.1}s (node {} lists them)",
+        "both registered through consensus in {:.1}s (node {} and the coordinator list them)",
         started.elapsed().as_secs_f64(),
         mesh.nodes.len() - 1
     );

@@ -153,7 +153,8 @@ fn node_figures(target: &std::path::Path) -> Result<(f64, f64)> {
         std::fs::remove_dir_all(&root)?;
     }
     let bin = target.join("release").join("mesh-node");
-    let mut mesh = Mesh::create(&bin, &root, 4)?;
+    // The coordinator is created (it is in the genesis) but not started here.
+    let mut mesh = Mesh::create(&bin, &bin, &root, 4)?;
     let mut slowest: f64 = 0.0;
     for i in 0..4 {
         let t0 = now();

@@ -99,6 +99,9 @@ pub(crate) struct Mesh {
     bin: PathBuf,
     genesis: PathBuf,
     pub(crate) nodes: Vec<Node>,
+    /// The `mesh-coordinator` binary and process (an observer of the genesis).
+    coordinator_bin: PathBuf,
+    pub(crate) coordinator: Node,
     keep: bool,
 }
 
@@ -139,11 +142,17 @@ fn run_quiet(mut c: Command, what: &str) -> Result<()> {
 }
 
 impl Mesh {
-    /// Creates `n` data directories under `root` (initialized identities listening on
-    /// loopback ports, each with a fixed API port) and their genesis.
-    pub(crate) fn create(bin: &Path, root: &Path, n: usize) -> Result<Self> {
-        let p2p = free_ports(n)?;
-        let api = free_ports(n)?;
+    /// Creates `n` validator data directories and a coordinator's under `root` (initialized
+    /// identities listening on loopback ports, each with a fixed API port) and their genesis
+    /// (the coordinator in it with weight 0).
+    pub(crate) fn create(
+        bin: &Path,
+        coordinator_bin: &Path,
+        root: &Path,
+        n: usize,
+    ) -> Result<Self> {
+        let p2p = free_ports(n + 1)?;
+        let api = free_ports(n + 1)?;
         let mut nodes = Vec::with_capacity(n);
         for i in 0..n {
             let dir = root.join(format!("node{i}"));
@@ -163,9 +172,25 @@ impl Mesh {
                 child: None,
             });
         }
+        let coordinator = Node {
+            index: n,
+            dir: root.join("coordinator"),
+            api_port: api[n],
+            child: None,
+        };
+        let mut c = command(coordinator_bin);
+        c.arg("init")
+            .arg("--data-dir")
+            .arg(&coordinator.dir)
+            .args(["--no-mdns", "--listen"])
+            .arg(format!("/ip4/127.0.0.1/tcp/{}", p2p[n]))
+            .arg("--api")
+            .arg(format!("127.0.0.1:{}", api[n]));
+        run_quiet(c, "mesh-coordinator init")?;
         let genesis = root.join("genesis.json");
         let mut c = command(bin);
         c.arg("genesis").arg("--out").arg(&genesis);
+        c.arg("--observer").arg(&coordinator.dir);
         for node in &nodes {
             c.arg(&node.dir);
         }
@@ -174,6 +199,8 @@ impl Mesh {
             bin: bin.to_owned(),
             genesis,
             nodes,
+            coordinator_bin: coordinator_bin.to_owned(),
+            coordinator,
             keep: false,
         })
     }
@@ -188,6 +215,17 @@ impl Mesh {
             .arg("--genesis")
             .arg(&self.genesis);
         node.spawn(c, "node.log", &format!("node {i}"))
+    }
+
+    /// Starts the coordinator (its log goes to `node.log` in its directory).
+    pub(crate) fn start_coordinator(&mut self) -> Result<()> {
+        let mut c = command(&self.coordinator_bin);
+        c.arg("run")
+            .arg("--data-dir")
+            .arg(&self.coordinator.dir)
+            .arg("--genesis")
+            .arg(&self.genesis);
+        self.coordinator.spawn(c, "node.log", "the coordinator")
     }
 
     /// Kills node `i` with SIGKILL (no chance to clean up) and reaps it.
@@ -217,6 +255,7 @@ impl Drop for Mesh {
     fn drop(&mut self) {
         if !self.keep {
             self.nodes.iter_mut().for_each(Node::kill);
+            self.coordinator.kill();
         }
     }
 }

@@ -8,8 +8,8 @@
 //!   follows and commits go on through the others) and restarted (it catches up by state
 //!   transfer and takes submissions again).
 //!
-//! Two `mesh-agent` processes (see `agents.rs`) join through nodes 0 and 1, register through
-//! consensus, and exchange end-to-end encrypted messages (in chaos, the recipient is killed
+//! A `mesh-coordinator` process follows the ledger as an observer of the genesis; two
+//! `mesh-agent` processes (see `agents.rs`) join through it, register through consensus, and exchange end-to-end encrypted messages (in chaos, the recipient is killed
 //! and restarted halfway).
 //!
 //! Both end by checking that every node holds the same ledger, that every acknowledged
@@ -27,15 +27,16 @@ use mesh_api::client::Client;
 use mesh_api::types::{Event, Receipt};
 
 use crate::mesh::Mesh;
-use crate::util::{cargo, now, step, target_dir};
+use crate::util::{build_bins, cargo, now, step, target_dir};
 
 const HELP: &str = "\
 usage: cargo xtask testnet [--nodes N] [--scenario demo|chaos] [--requests R] [--messages M]
                            [--keep] [--debug] [--no-examples]
 
-Builds mesh-node and mesh-agent, starts N validator processes on loopback (default 4) from
-one genesis, waits for the mesh to form, starts two agents (alice through node 0, bob
-through node 1) that register through consensus, and drives the scenario through the HTTP
+Builds mesh-node, mesh-coordinator and mesh-agent, starts N validator processes on
+loopback (default 4) and a coordinator (an observer of the genesis), waits for the mesh to
+form, starts two agents (alice and bob, joining through the coordinator) that register
+through consensus, and drives the scenario through the HTTP
 APIs:
   demo   a stream of R decisions (default 1000) committed by consensus, then M end-to-end
          encrypted messages each way between the agents (default 100)
@@ -128,49 +129,43 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     }
     fs::create_dir_all(&data).with_context(|| format!("creating {}", data.display()))?;
 
-    let profile = if o.debug { "debug" } else { "release" };
-    let mut build = cargo();
-    build.args([
-        "build",
-        "--quiet",
-        "-p",
-        "mesh-node",
-        "-p",
-        "mesh-agent",
-        "-p",
-        "mesh-ledger",
-    ]);
-    if !o.debug {
-        build.arg("--release");
-    }
-    step(
-        &format!("building mesh-node, mesh-agent and mesh-ledger ({profile})"),
-        build,
+    let bins = build_bins(
+        &["mesh-node", "mesh-coordinator", "mesh-agent", "mesh-ledger"],
+        !o.debug,
     )?;
-    let bin = target_dir().join(profile).join("mesh-node");
+    let bin_path = |name: &str| {
+        bins.get(name)
+            .cloned()
+            .with_context(|| format!("cargo built no {name} executable"))
+    };
+    let bin = bin_path("mesh-node")?;
 
     println!(
         "\n==> {} validators on loopback (data in {})",
         o.nodes,
         data.display()
     );
-    let mut mesh = Mesh::create(&bin, &data.join("mesh"), o.nodes)?;
+    let mut mesh = Mesh::create(
+        &bin,
+        &bin_path("mesh-coordinator")?,
+        &data.join("mesh"),
+        o.nodes,
+    )?;
     let started = now();
     for i in 0..o.nodes {
         mesh.start(i)?;
     }
+    mesh.start_coordinator()?;
     wait_formed(&mut mesh, &(0..o.nodes).collect::<Vec<_>>())?;
     println!(
-        "mesh formed in {:.1}s: every validator connected to the {} others",
+        "mesh formed in {:.1}s: every validator connected to the {} others; a coordinator \
+         follows the ledger",
         started.elapsed().as_secs_f64(),
         o.nodes - 1
     );
 
-    let (mut agents, dids) = crate::agents::start(
-        &target_dir().join(profile).join("mesh-agent"),
-        &data.join("agents"),
-        &mesh,
-    )?;
+    let (mut agents, dids) =
+        crate::agents::start(&bin_path("mesh-agent")?, &data.join("agents"), &mesh)?;
 
     // One node's event stream, counted while the scenario runs.
     let watching = AtomicBool::new(true);
@@ -269,9 +264,16 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
                 a.dir.display()
             );
         }
+        println!(
+            "  coordinator: API http://127.0.0.1:{}  pid {}  data {}",
+            mesh.coordinator.api_port,
+            mesh.coordinator.pid().map_or("-".into(), |p| p.to_string()),
+            mesh.coordinator.dir.display()
+        );
         let pids: Vec<String> = mesh
             .nodes
             .iter()
+            .chain(std::iter::once(&mesh.coordinator))
             .chain(&agents.agents)
             .filter_map(|n| n.pid().map(|p| p.to_string()))
             .collect();
@@ -297,10 +299,16 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
                 );
             }
         }
-        println!("every agent and node exited 0");
+        let status = mesh.coordinator.stop("the coordinator")?;
+        if !status.success() {
+            bail!(
+                "the coordinator exited with {status}; its log ends:\n{}",
+                mesh.coordinator.log_tail("node.log", 20)
+            );
+        }
+        println!("every agent, node and the coordinator exited 0");
         for node in &mesh.nodes {
-            let mut cmd =
-                std::process::Command::new(target_dir().join(profile).join("mesh-ledger"));
+            let mut cmd = std::process::Command::new(bin_path("mesh-ledger")?);
             cmd.arg("verify").arg(node.dir.join("consensus"));
             step(&format!("mesh-ledger verify (node {})", node.index), cmd)?;
         }
@@ -345,7 +353,7 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         println!("  {line}");
     }
     println!(
-        "  agents: alice and bob (registered through consensus) sent {} end-to-end encrypted \
+        "  agents: alice and bob (joined through the coordinator, registered through consensus) sent {} end-to-end encrypted \
          messages; {} delivered exactly once, decrypted and verified ({:.0} messages/s{})",
         messaging.sent,
         messaging.delivered,
@@ -357,8 +365,8 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         }
     );
     println!(
-        "  not yet in the binaries: federated learning runs above as an example; \
-         mesh-coordinator is not in the tree yet (README, \"Status\")."
+        "  not yet in the binaries: federated learning runs above as an example \
+         (README, \"Status\")."
     );
     Ok(())
 }
@@ -384,7 +392,7 @@ fn wait_formed(mesh: &mut Mesh, which: &[usize]) -> Result<()> {
                 .ok()
                 .and_then(|s| s.consensus)
                 .map(|c| c.connected);
-            if connected == Some(want) {
+            if connected.is_some_and(|c| c >= want) {
                 ready += 1;
             }
         }

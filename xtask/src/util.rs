@@ -163,3 +163,52 @@ pub(crate) fn run_test(args: &[String]) -> Result<()> {
     );
     Ok(())
 }
+
+/// Builds the binaries of `packages` (`--release` if `release`) as a step, and returns where
+/// cargo put each executable, by binary name. Cargo reports the paths itself
+/// (`--message-format=json`): a binary that is up to date in `deps/` is not always copied
+/// to `target/<profile>/` again, so the path there cannot be assumed.
+pub(crate) fn build_bins(
+    packages: &[&str],
+    release: bool,
+) -> Result<std::collections::HashMap<String, PathBuf>> {
+    let profile = if release { "release" } else { "debug" };
+    let title = format!("building {} ({profile})", packages.join(", "));
+    println!("\n==> {title}");
+    #[allow(clippy::disallowed_methods)] // progress timing in a command-line tool
+    let started = Instant::now();
+    let mut cmd = cargo();
+    cmd.args([
+        "build",
+        "--quiet",
+        "--message-format=json-render-diagnostics",
+    ]);
+    for p in packages {
+        cmd.args(["-p", p]);
+    }
+    if release {
+        cmd.arg("--release");
+    }
+    let out = cmd
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .with_context(|| format!("could not start: {title}"))?;
+    let secs = started.elapsed().as_secs_f64();
+    if !out.status.success() {
+        bail!("step failed after {secs:.1}s ({}): {title}", out.status);
+    }
+    let mut bins = std::collections::HashMap::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        if msg["reason"] == "compiler-artifact"
+            && let (Some(exe), Some(name)) =
+                (msg["executable"].as_str(), msg["target"]["name"].as_str())
+        {
+            bins.insert(name.to_owned(), PathBuf::from(exe));
+        }
+    }
+    println!("==> ok in {secs:.1}s: {title}");
+    Ok(bins)
+}
