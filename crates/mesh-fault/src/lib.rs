@@ -11,10 +11,14 @@
 
 #![forbid(unsafe_code)]
 
+pub mod backoff;
+pub mod breaker;
 pub mod error;
+pub mod health;
 pub mod membership;
 pub mod model;
 pub mod phi;
+pub mod placement;
 pub mod rng;
 
 pub use error::{Error, Result};

@@ -331,7 +331,7 @@ mod tests {
         let mut state = good.clone();
         // version, kind, seq (1 B), target (32 B), count (1 B), member (32 B), inc (2 B).
         let state_at = 2 + 1 + 32 + 1 + 32 + 2;
-        assert_eq!(state[state_at], 1 % 4);
+        assert_eq!(state[state_at], 1, "claim(1) is Suspect");
         state[state_at] = 4;
         assert!(Message::decode(&state).is_err());
         // Too many claims, an oversized signature, an oversized message.
