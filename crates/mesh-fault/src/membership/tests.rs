@@ -618,3 +618,101 @@ fn the_same_seed_gives_the_same_history() {
     assert!(a.iter().any(|(_, _, e)| matches!(e, Event::Down { .. })));
     assert_eq!(a, run());
 }
+
+/// Runs `m` to its first probe and returns the probe's target and sequence number.
+fn first_probe(m: &mut Membership) -> (NodeId, u64, Instant) {
+    let at = m.poll_timeout().unwrap();
+    m.handle_timeout(at);
+    let t = m.poll_transmit().unwrap();
+    match t.message.body {
+        Body::Ping { seq } => (t.to, seq, at),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn acks_count_only_from_the_target_or_an_asked_relay() {
+    let (a, b, mallory) = (id(1), id(2), id(6));
+    for honest in [false, true] {
+        let mut m = node(a, Config::default(), 1);
+        m.add_seed(b, Instant::ZERO);
+        let (target, seq, at) = first_probe(&mut m);
+        assert_eq!(target, b);
+        let from = if honest { b } else { mallory };
+        m.handle_message(
+            from,
+            Message {
+                body: Body::Ack { seq, about: b },
+                claims: vec![],
+            },
+            at + Duration::from_millis(10),
+        );
+        // A wrong sequence number from the target does not count either.
+        m.handle_message(
+            b,
+            Message {
+                body: Body::Ack {
+                    seq: seq + 1,
+                    about: b,
+                },
+                claims: vec![],
+            },
+            at + Duration::from_millis(10),
+        );
+        m.handle_timeout(at + Duration::from_secs(1));
+        let state = m.member(&b).unwrap().state;
+        assert_eq!(
+            state,
+            if honest { State::Alive } else { State::Suspect },
+            "ack from {from:?}"
+        );
+    }
+}
+
+#[test]
+fn ping_reqs_are_relayed_and_bounded() {
+    let (a, b, c) = (id(1), id(2), id(3));
+    let mut m = node(a, Config::default(), 1);
+    m.handle_message(
+        b,
+        Message {
+            body: Body::PingReq { seq: 77, target: c },
+            claims: vec![],
+        },
+        ms(1),
+    );
+    let ping = m.poll_transmit().unwrap();
+    assert_eq!(ping.to, c);
+    let Body::Ping { seq } = ping.message.body else {
+        panic!("{:?}", ping.message.body)
+    };
+    // C's ack is forwarded to B under B's sequence number.
+    m.handle_message(
+        c,
+        Message {
+            body: Body::Ack { seq, about: c },
+            claims: vec![],
+        },
+        ms(2),
+    );
+    let fwd = m.poll_transmit().unwrap();
+    assert_eq!(
+        (fwd.to, fwd.message.body),
+        (b, Body::Ack { seq: 77, about: c })
+    );
+    // A flood of ping-reqs holds at most MAX_RELAYS pending relays.
+    for i in 0..MAX_RELAYS as u64 + 50 {
+        m.handle_message(
+            b,
+            Message {
+                body: Body::PingReq { seq: i, target: c },
+                claims: vec![],
+            },
+            ms(3),
+        );
+    }
+    assert_eq!(m.counters().relays_refused, 50);
+    // They expire after the probe timeout.
+    m.handle_timeout(ms(3) + Config::default().probe_timeout);
+    assert!(m.relays.is_empty());
+}
