@@ -41,8 +41,10 @@
 //!   only X may announce itself or raise its own incarnation, so a refutation cannot be
 //!   forged and a peer cannot revive or keep alive somebody else. Claims relayed by
 //!   dissemination keep X's signature and are accepted from any messenger.
-//! - `Suspect(X, i)` and `Dead(X, i)` may come from any member, signed by it and naming
-//!   it as `origin` (the accuser); a self-accusation (`origin == X`) is refused.
+//! - `Suspect(X, i)` and `Dead(X, i)` may come from any member we hold alive or suspect,
+//!   signed by it and naming it as `origin` (the accuser); a self-accusation
+//!   (`origin == X`) is refused, and so is an accusation by a stranger or a dead member
+//!   (counted in [`Counters::unknown`]), so fresh keys cannot confirm suspicions.
 //! - A claim whose signature does not verify, or that breaks the rule above, is refused and
 //!   counted in [`Counters::forged`]; the rest of the message is still processed.
 //! - A stale claim (lower incarnation, or no news) is ignored, counted in
@@ -301,7 +303,8 @@ pub struct Counters {
     pub forged: u64,
     /// Claims that brought nothing new (older incarnation, or already known).
     pub stale: u64,
-    /// Claims about members we do not know that could not add them.
+    /// Claims about members we do not know that could not add them, and accusations by
+    /// accusers we do not hold alive or suspect.
     pub unknown: u64,
     /// New members refused because the view is full.
     pub full: u64,
@@ -773,6 +776,10 @@ impl Membership {
 
     /// Applies a claim; `trusted` for the claims we make ourselves.
     fn apply(&mut self, claim: Claim, now: Instant, trusted: bool) {
+        if matches!(claim.state, State::Suspect | State::Dead) && !self.may_accuse(&claim.origin) {
+            self.counters.unknown += 1;
+            return;
+        }
         if claim.member == self.me {
             self.apply_about_me(claim);
             return;
@@ -958,6 +965,16 @@ impl Membership {
                 incarnation: self.incarnation,
             });
         }
+    }
+
+    /// Only ourselves and members we hold alive or suspect may accuse: a stranger (or a
+    /// swarm of fresh keys) cannot confirm suspicions.
+    fn may_accuse(&self, origin: &NodeId) -> bool {
+        *origin == self.me
+            || self
+                .members
+                .get(origin)
+                .is_some_and(|m| matches!(m.state, State::Alive | State::Suspect))
     }
 
     fn verified(&mut self, claim: &Claim, trusted: bool) -> bool {

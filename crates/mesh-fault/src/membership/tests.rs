@@ -404,6 +404,15 @@ fn forged_alive_claims_about_others_are_refused() {
         ms(2),
     );
     assert_eq!(m.counters().forged - before, 4);
+    // A stranger's accusation, however well signed, is not taken.
+    let unknown = m.counters().unknown;
+    m.handle_message(
+        mallory,
+        ping_with(vec![claim(x, 2, State::Suspect, mallory, mallory)]),
+        ms(2),
+    );
+    assert_eq!(m.counters().unknown - unknown, 1);
+    assert_eq!(m.member(&x).unwrap().state, State::Alive);
     assert_eq!(m.member(&x).unwrap().incarnation, 2);
     assert!(m.member(&id(9)).is_none());
     // Mallory itself is known only once its own valid claim arrives (the first message
