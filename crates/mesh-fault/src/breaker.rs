@@ -264,7 +264,7 @@ impl Breaker {
         if self.outcomes.len() >= window as usize
             && let Some(old) = self.outcomes.pop_front()
         {
-            self.failures_in_window -= u32::from(old);
+            self.failures_in_window = self.failures_in_window.saturating_sub(u32::from(old));
         }
         self.outcomes.push_back(failed);
         self.failures_in_window += u32::from(failed);

@@ -887,7 +887,8 @@ impl Membership {
                 if s.accusers.len() <= k {
                     s.accusers.push(claim.origin);
                 }
-                s.deadline = s.started + suspicion_timeout(&self.config, n, s.accusers.len() - 1);
+                s.deadline = s.started
+                    + suspicion_timeout(&self.config, n, s.accusers.len().saturating_sub(1));
                 m.state = State::Suspect;
                 if !confirmation {
                     m.since = now;

@@ -8,6 +8,8 @@
 //!   indirect probes suspects them.
 //! - Under 1% loss on every link, no live member is declared dead in many simulated hours.
 //! - The same seed gives the same trace.
+//! - After a crash every member's view yields the same live set, so every member computes
+//!   the same placement repair: new copies only for the contents the dead member held.
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -16,8 +18,9 @@ use std::collections::{BTreeSet, BinaryHeap};
 use std::time::Duration;
 
 use mesh_fault::membership::{Config, DigestSigner, DigestVerifier, Event, Membership, State};
+use mesh_fault::placement::{holders, plan_repair};
 use mesh_fault::rng::{Random, SplitMix64};
-use mesh_types::{Instant, NodeId};
+use mesh_types::{Digest, Instant, NodeId};
 
 #[derive(Debug, Clone, Copy)]
 struct Network {
@@ -373,4 +376,52 @@ fn under_heavy_loss_suspicions_are_refuted_not_fatal() {
         "the loss is heavy enough to cause suspicions"
     );
     assert_eq!(downs, 0);
+}
+
+#[test]
+fn after_a_crash_every_view_plans_the_same_repair() {
+    let n = 12;
+    let mut sim = Sim::new(n, Config::default(), Network::default(), 21);
+    sim.run_until(secs(60));
+    let before = sim.nodes[0].live_members();
+    assert_eq!(before.len(), n);
+    let victim = 7;
+    sim.crash(victim);
+    sim.run_until(secs(120));
+    let dead = sim.ids[victim];
+    let views: Vec<Vec<NodeId>> = (0..n)
+        .filter(|i| *i != victim)
+        .map(|i| sim.nodes[i].live_members())
+        .collect();
+    let after: Vec<NodeId> = before.iter().copied().filter(|m| *m != dead).collect();
+    assert!(
+        views.iter().all(|v| *v == after),
+        "every view agrees on the live set"
+    );
+    let mut repaired = 0;
+    for c in 0..500u32 {
+        let content = Digest::of(&c.to_le_bytes());
+        let held = holders(&content, &before, 3);
+        let plans: Vec<_> = views
+            .iter()
+            .map(|v| plan_repair(&content, &held, v, 3))
+            .collect();
+        assert!(plans.windows(2).all(|w| w[0] == w[1]));
+        let plan = &plans[0];
+        if held.contains(&dead) {
+            repaired += 1;
+            assert_eq!(plan.fetch.len(), 1);
+            assert_eq!(plan.sources.len(), 2);
+        } else {
+            assert!(plan.is_complete());
+        }
+    }
+    // About k / n of the contents: 3/12 of 500 is 125.
+    assert!((80..170).contains(&repaired), "{repaired}");
+}
+
+#[test]
+fn the_core_can_move_into_a_driver_task() {
+    fn send<T: Send + 'static>() {}
+    send::<Membership>();
 }
