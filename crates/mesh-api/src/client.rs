@@ -20,8 +20,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::types::{
-    AgentInfo, ErrorBody, Event, Ledger, MessageBox, MessageReceipt, Messages, NodeStatus, Peer,
-    Receipt, SendMessage, SubmitRequest,
+    AgentInfo, ErrorBody, Event, Ledger, Member, MessageBox, MessageReceipt, Messages, NodeStatus,
+    Peer, Receipt, SendMessage, SubmitRequest,
 };
 
 /// The largest response body read (64 MiB).
@@ -149,6 +149,11 @@ impl Client {
     /// `GET /v1/ledger?from=..&limit=..`.
     pub fn ledger(&self, from: u64, limit: usize) -> Result<Ledger, ClientError> {
         self.get(&format!("/v1/ledger?from={from}&limit={limit}"))
+    }
+
+    /// `GET /v1/members` (a node).
+    pub fn members(&self) -> Result<Vec<Member>, ClientError> {
+        self.get("/v1/members")
     }
 
     /// `GET /v1/agents` (a node).

@@ -105,6 +105,11 @@ pub fn document() -> Value {
                     json!({"101": {"description": "switching to the WebSocket protocol"}}),
                     with(&["400"]))
             }},
+            "/v1/members": {"get": {
+                "summary": "The node's membership view (SWIM): every known peer's state and incarnation",
+                "operationId": "members",
+                "responses": merge(json!({"200": ok("the members", json!({"type": "array", "items": schema("Member")}))}), with(&["404"]))
+            }},
             "/v1/agents": {"get": {
                 "summary": "Agents registered through consensus (served by nodes)",
                 "operationId": "agents",
@@ -176,6 +181,8 @@ fn schemas() -> Value {
             "requests": {"type": "array", "items": schema("LedgerRequest")}}},
         "Ledger": {"type": "object", "required": ["blocks", "height"], "properties": {
             "blocks": {"type": "array", "items": schema("LedgerBlock")}, "height": int}},
+        "Member": {"type": "object", "required": ["peer_id", "state", "incarnation"], "properties": {
+            "peer_id": string, "state": {"enum": ["alive", "suspected", "dead", "left"]}, "incarnation": int}},
         "AgentInfo": {"type": "object", "required": ["did", "name", "capabilities", "addrs", "node", "issued_ms"], "properties": {
             "did": string, "name": string, "capabilities": {"type": "array", "items": string},
             "addrs": {"type": "array", "items": string}, "node": string, "issued_ms": int}},
@@ -187,8 +194,9 @@ fn schemas() -> Value {
         "Messages": {"type": "object", "required": ["messages", "total"], "properties": {
             "messages": {"type": "array", "items": schema("MessageView")}, "total": int}},
         "Event": {"type": "object", "required": ["type"], "properties": {
-            "type": {"enum": ["peer_up", "peer_down", "block_committed", "message_received", "lagged"]},
+            "type": {"enum": ["peer_up", "peer_down", "block_committed", "member", "message_received", "lagged"]},
             "peer_id": string, "height": int, "view": int, "requests": int, "executed": int,
+            "state": string, "incarnation": int,
             "id": string, "from": string, "kind": string, "seq": int, "missed": int}}
     })
 }

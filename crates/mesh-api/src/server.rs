@@ -22,7 +22,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, broadcast, watch};
 
 use crate::types::{
-    AgentInfo, ErrorBody, ErrorDetail, Event, Ledger, MessageBox, MessageReceipt, Messages,
+    AgentInfo, ErrorBody, ErrorDetail, Event, Ledger, Member, MessageBox, MessageReceipt, Messages,
     NodeStatus, Peer, Receipt, SendMessage, SubmitRequest,
 };
 
@@ -46,6 +46,12 @@ pub trait Backend: Send + Sync + 'static {
     /// Metrics of the node's parts in the OpenMetrics text format (a trailing `# EOF` line
     /// is dropped; the page ends with its own).
     fn metrics(&self) -> impl Future<Output = Result<String, ApiError>> + Send;
+    /// The membership view (a node); by default this server keeps none.
+    fn members(&self) -> impl Future<Output = Result<Vec<Member>, ApiError>> + Send {
+        std::future::ready(Err(ApiError::NotFound(
+            "this server keeps no membership view (ask a node)".into(),
+        )))
+    }
     /// The agents registered through consensus (a node); by default this server keeps no
     /// registry.
     fn agents(&self) -> impl Future<Output = Result<Vec<AgentInfo>, ApiError>> + Send {
@@ -326,6 +332,7 @@ fn router<B: Backend>(
         .route("/v1/consensus/requests", post(submit::<B>))
         .route("/v1/ledger", get(ledger::<B>))
         .route("/v1/events", get(events::<B>))
+        .route("/v1/members", get(members::<B>))
         .route("/v1/agents", get(agents::<B>))
         .route("/v1/messages", get(messages::<B>).post(send_message::<B>))
         .route("/v1/openapi.json", get(openapi))
@@ -346,6 +353,7 @@ pub(crate) const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/consensus/requests"),
     ("get", "/v1/ledger"),
     ("get", "/v1/events"),
+    ("get", "/v1/members"),
     ("get", "/v1/agents"),
     ("get", "/v1/messages"),
     ("post", "/v1/messages"),
@@ -451,6 +459,10 @@ async fn ledger<B: Backend>(
     }
     let limit = limit.min(s.config.max_ledger_blocks);
     s.backend.ledger(from, limit).await.map(Json)
+}
+
+async fn members<B: Backend>(State(s): St<B>) -> Result<Json<Vec<Member>>, ApiError> {
+    s.backend.members().await.map(Json)
 }
 
 async fn agents<B: Backend>(State(s): St<B>) -> Result<Json<Vec<AgentInfo>>, ApiError> {

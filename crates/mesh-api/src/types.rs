@@ -136,6 +136,17 @@ pub struct LedgerRequest {
     pub text: Option<String>,
 }
 
+/// One entry of `GET /v1/members`: a peer in the node's membership view (SWIM).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    /// Its peer id.
+    pub peer_id: String,
+    /// `alive`, `suspected`, `dead` or `left`.
+    pub state: String,
+    /// Its incarnation (raised by the member to refute a suspicion, and at every restart).
+    pub incarnation: u64,
+}
+
 /// One entry of `GET /v1/agents`: a registration committed through consensus.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AgentInfo {
@@ -242,6 +253,15 @@ pub enum Event {
         requests: usize,
         /// Requests that executed (the others repeated earlier ones).
         executed: usize,
+    },
+    /// A member's state changed in the node's membership view.
+    Member {
+        /// Its peer id.
+        peer_id: String,
+        /// `alive`, `suspected`, `dead` or `left`.
+        state: String,
+        /// The incarnation the change is about.
+        incarnation: u64,
     },
     /// An agent received (decrypted and verified) a message.
     MessageReceived {

@@ -63,6 +63,14 @@ impl Backend for Fake {
         })
     }
 
+    async fn members(&self) -> Result<Vec<mesh_api::types::Member>, ApiError> {
+        Ok(vec![mesh_api::types::Member {
+            peer_id: "12D3KooOther".into(),
+            state: "alive".into(),
+            incarnation: 2,
+        }])
+    }
+
     async fn agents(&self) -> Result<Vec<mesh_api::types::AgentInfo>, ApiError> {
         Ok(vec![mesh_api::types::AgentInfo {
             did: "did:key:zAgent".into(),
@@ -297,6 +305,7 @@ async fn a_token_is_required_when_configured() {
 async fn agent_routes_on_a_node_answer_with_the_registry_or_not_an_agent() {
     let (server, client, _) = serve(Fake::new(true), ServerConfig::default()).await;
     blocking(move || {
+        assert_eq!(client.members().unwrap()[0].incarnation, 2);
         let agents = client.agents().unwrap();
         assert_eq!(agents.len(), 1);
         assert_eq!(agents[0].name, "alice");

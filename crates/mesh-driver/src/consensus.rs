@@ -97,6 +97,7 @@ use tokio::sync::{Semaphore, broadcast, mpsc, oneshot, watch};
 use crate::error::{Error, Result};
 
 mod driver;
+pub(crate) use driver::Clock;
 mod peers;
 mod wire;
 

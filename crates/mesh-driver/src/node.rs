@@ -53,7 +53,7 @@ use mesh_consensus::Keys;
 use mesh_crypto::ed25519::SigningKey;
 use mesh_identity::{Identity, Protection};
 use mesh_transport::{Event, PeerId, Transport, multiaddr::Protocol};
-use mesh_types::Timestamp;
+use mesh_types::{NodeId, Timestamp};
 use tokio::sync::{broadcast, mpsc, watch};
 use zeroize::Zeroizing;
 
@@ -64,6 +64,7 @@ pub mod agents;
 mod api;
 pub mod config;
 pub mod genesis;
+pub mod membership;
 
 pub use config::{Config, Overrides};
 pub use mesh_transport::Multiaddr;
@@ -390,7 +391,24 @@ pub fn start(config: Config) -> Result<(NodeHandle, NodeJoin)> {
     transport_config.protocols = vec![
         agents::REGISTER_PROTOCOL.to_owned(),
         agents::LOOKUP_PROTOCOL.to_owned(),
+        membership::PROTOCOL.to_owned(),
     ];
+    // The members to probe: the genesis's (all of them, observers included) and the bootstrap
+    // peers.
+    let mut seeds: Vec<NodeId> = config
+        .bootstrap
+        .iter()
+        .filter_map(|a| {
+            a.iter().find_map(|p| match p {
+                Protocol::P2p(peer) => consensus::node_id(&peer),
+                _ => None,
+            })
+        })
+        .collect();
+    if let Some((g, _)) = &genesis {
+        seeds.extend(g.validators.members().iter().map(|m| m.id));
+    }
+    let incarnation = membership::next_incarnation(&config.data_dir)?;
     let validator = match genesis {
         Some((g, index)) => {
             if let Some(own) = g.addresses.get(index)
@@ -469,6 +487,19 @@ pub fn start(config: Config) -> Result<(NodeHandle, NodeJoin)> {
     let (stop_tx, mut stop) = watch::channel(false);
     let (events_tx, _) = broadcast::channel(api::EVENT_CAPACITY);
     let registry = std::sync::Arc::new(agents::Registry::default());
+    let members = std::sync::Arc::new(membership::Shared::default());
+    let (swim_tx, swim_rx) = mpsc::channel(membership::QUEUE);
+    let membership_task = runtime.spawn(membership::run(
+        config.data_dir.clone(),
+        transport.clone(),
+        SigningKey::from_seed(&seed),
+        incarnation,
+        seeds,
+        swim_rx,
+        members.clone(),
+        events_tx.clone(),
+        stop.clone(),
+    ));
     if let Some((h, _)) = &consensus {
         runtime.spawn(agents::follow(registry.clone(), h.clone(), stop.clone()));
     }
@@ -484,6 +515,7 @@ pub fn start(config: Config) -> Result<(NodeHandle, NodeJoin)> {
                 events: events_tx.clone(),
                 started: start_time(),
                 registry: registry.clone(),
+                membership: members.clone(),
             });
             let served = {
                 let _entered = runtime.enter();
@@ -540,6 +572,12 @@ pub fn start(config: Config) -> Result<(NodeHandle, NodeJoin)> {
                     }
                 }
                 event = events.recv() => match event {
+                    Some(Event::Request(request)) if request.protocol == membership::PROTOCOL => {
+                        // SWIM tolerates loss: a full queue drops the message.
+                        if let Err(mpsc::error::TrySendError::Full(r)) = swim_tx.try_send(request) {
+                            let _ = transport.respond(r.token, Err("busy".into())).await;
+                        }
+                    }
                     Some(Event::Request(request))
                         if request.protocol == agents::REGISTER_PROTOCOL
                             || request.protocol == agents::LOOKUP_PROTOCOL =>
@@ -579,6 +617,8 @@ pub fn start(config: Config) -> Result<(NodeHandle, NodeJoin)> {
                 }
             }
         }
+        // Membership says goodbye while the transport is still up.
+        let _ = tokio::time::timeout(Duration::from_secs(2), membership_task).await;
         // The API first: no new submissions while consensus stops.
         stop_api(server, api_file.as_deref()).await;
         let result = match (consensus_handle, consensus_join) {

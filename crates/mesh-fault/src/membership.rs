@@ -521,9 +521,10 @@ impl Membership {
         self.insert(peer, State::Alive, 0, None, now);
     }
 
-    /// Announces our departure: a `Left` claim at a new incarnation is disseminated on the
-    /// following messages; we stop probing (but still answer). The driver keeps the core
-    /// running for a few probe intervals so that the claim spreads.
+    /// Announces our departure: a `Left` claim at a new incarnation, sent at once in a ping
+    /// to every live member (each message carries the sender's own claim) and disseminated
+    /// on the following messages; we stop probing (but still answer). A driver about to stop
+    /// sends the transmits this queues before it closes its transport.
     pub fn leave(&mut self) {
         if self.left {
             return;
@@ -538,6 +539,17 @@ impl Membership {
             State::Left,
             self.me,
         );
+        let live: Vec<NodeId> = self
+            .members
+            .iter()
+            .filter(|(_, m)| matches!(m.state, State::Alive | State::Suspect))
+            .map(|(id, _)| *id)
+            .collect();
+        for to in live {
+            self.seq = self.seq.wrapping_add(1);
+            let seq = self.seq;
+            self.send(to, Body::Ping { seq });
+        }
     }
 
     /// Decodes `bytes` from `from` (the peer the transport authenticated) and handles the

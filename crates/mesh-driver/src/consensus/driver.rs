@@ -40,7 +40,7 @@ type Storage = StoreStorage<DiskStore>;
 
 /// The driver's one clock: monotonic time since the driver started, as the replica sees it.
 #[derive(Debug, Clone, Copy)]
-struct Clock {
+pub(crate) struct Clock {
     origin: tokio::time::Instant,
 }
 
@@ -52,19 +52,19 @@ impl Clock {
         tokio::time::Instant::now()
     }
 
-    fn start() -> Self {
+    pub(crate) fn start() -> Self {
         Self {
             origin: Self::read(),
         }
     }
 
-    fn now(&self) -> Instant {
+    pub(crate) fn now(&self) -> Instant {
         let elapsed = Self::read().saturating_duration_since(self.origin);
         Instant::from_nanos(u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX))
     }
 
     /// The tokio instant of `at` (far in the future if it does not fit).
-    fn deadline(&self, at: Instant) -> tokio::time::Instant {
+    pub(crate) fn deadline(&self, at: Instant) -> tokio::time::Instant {
         let far = Duration::from_secs(365 * 24 * 3600);
         self.origin
             .checked_add(Duration::from_nanos(at.as_nanos()))

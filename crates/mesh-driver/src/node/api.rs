@@ -28,6 +28,7 @@ pub(crate) struct NodeBackend {
     pub(crate) events: broadcast::Sender<Event>,
     pub(crate) started: std::time::Instant,
     pub(crate) registry: Arc<super::agents::Registry>,
+    pub(crate) membership: Arc<super::membership::Shared>,
 }
 
 impl NodeBackend {
@@ -170,6 +171,22 @@ impl Backend for NodeBackend {
             blocks: blocks.iter().map(ledger_block).collect(),
             height,
         })
+    }
+
+    async fn members(&self) -> Result<Vec<mesh_api::types::Member>, ApiError> {
+        let view = self
+            .membership
+            .members
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
+        Ok(view
+            .iter()
+            .map(|(peer, v)| mesh_api::types::Member {
+                peer_id: peer.clone(),
+                state: v.state.to_owned(),
+                incarnation: v.incarnation,
+            })
+            .collect())
     }
 
     async fn agents(&self) -> Result<Vec<AgentInfo>, ApiError> {

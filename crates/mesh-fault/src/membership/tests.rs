@@ -725,3 +725,26 @@ fn ping_reqs_are_relayed_and_bounded() {
     m.handle_timeout(ms(3) + Config::default().probe_timeout);
     assert!(m.relays.is_empty());
 }
+
+#[test]
+fn leaving_tells_every_live_member_at_once() {
+    let mut a = node(id(1), Config::default(), 7);
+    for n in 2..=4 {
+        a.add_seed(id(n), ms(0));
+    }
+    while a.poll_transmit().is_some() {}
+    a.leave();
+    let mut told = Vec::new();
+    while let Some(t) = a.poll_transmit() {
+        assert!(
+            t.message
+                .claims
+                .iter()
+                .any(|c| c.member == id(1) && c.state == State::Left && c.incarnation == 1),
+            "{t:?}"
+        );
+        told.push(t.to);
+    }
+    told.sort_unstable();
+    assert_eq!(told, vec![id(2), id(3), id(4)]);
+}

@@ -1,0 +1,133 @@
+//! Membership over real sockets: three nodes that only know one bootstrap node learn of each
+//! other through SWIM's dissemination, see each other alive in `GET /v1/members`, and see a
+//! node that stops leave; a restarted node comes back at a higher incarnation.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::Path;
+use std::time::Duration;
+
+use mesh_api::types::Member;
+use mesh_driver::node::{self, Config};
+use mesh_identity::Protection;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn config(dir: &Path) -> Config {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    Config {
+        data_dir: dir.to_owned(),
+        listen: vec![format!("/ip4/127.0.0.1/tcp/{port}").parse().unwrap()],
+        mdns: false,
+        protection: Some(Protection::passphrase("membership test")),
+        ..Config::default()
+    }
+}
+
+/// Waits until `check` holds for the members `api` lists.
+async fn until(
+    api: &mesh_api::client::Client,
+    what: &str,
+    check: impl Fn(&[Member]) -> bool + Send + 'static,
+) {
+    let api = api.clone();
+    let what = what.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let step = Duration::from_millis(50);
+        for _ in 0..WAIT.as_millis() / step.as_millis() {
+            if check(&api.members().unwrap()) {
+                return;
+            }
+            std::thread::sleep(step);
+        }
+        panic!("{what}: {:?}", api.members().unwrap());
+    })
+    .await
+    .unwrap();
+}
+
+fn state_of(members: &[Member], peer: &str) -> Option<(String, u64)> {
+    members
+        .iter()
+        .find(|m| m.peer_id == peer)
+        .map(|m| (m.state.clone(), m.incarnation))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_learn_each_other_see_a_leave_and_a_return() {
+    let dir = tempfile::tempdir().unwrap();
+    let a_config = config(&dir.path().join("a"));
+    node::init(&a_config).unwrap();
+    let (a, a_join) = node::start(a_config).unwrap();
+    let a_addr = tokio::time::timeout(WAIT, a.listening())
+        .await
+        .unwrap()
+        .unwrap()
+        .remove(0);
+    let joined = |name: &str| {
+        let mut c = config(&dir.path().join(name));
+        c.bootstrap = vec![a_addr.clone()];
+        node::init(&c).unwrap();
+        c
+    };
+    let (b_config, c_config) = (joined("b"), joined("c"));
+    let (b, b_join) = node::start(b_config).unwrap();
+    let (c, c_join) = node::start(c_config.clone()).unwrap();
+    let client =
+        |n: &node::NodeHandle| mesh_api::client::Client::new(n.api_addr().unwrap().to_string());
+    let (a_api, b_api) = (client(&a), client(&b));
+    let (a_id, b_id, c_id) = (
+        a.peer_id().to_string(),
+        b.peer_id().to_string(),
+        c.peer_id().to_string(),
+    );
+
+    // B knows only A; it hears of C from the dissemination.
+    let want = c_id.clone();
+    until(&b_api, "B sees C alive", move |m| {
+        state_of(m, &want).is_some_and(|(s, _)| s == "alive")
+    })
+    .await;
+    let (wb, wc) = (b_id.clone(), c_id.clone());
+    until(&a_api, "A sees B and C alive", move |m| {
+        state_of(m, &wb).is_some_and(|(s, _)| s == "alive")
+            && state_of(m, &wc).is_some_and(|(s, _)| s == "alive")
+    })
+    .await;
+    assert!(state_of(&b_api.members().unwrap(), &a_id).is_some());
+
+    // C stops: it says so, and the others record it as left.
+    c.shutdown();
+    tokio::time::timeout(WAIT, c_join)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let want = c_id.clone();
+    until(&a_api, "A sees C leave", move |m| {
+        state_of(m, &want).is_some_and(|(s, _)| s == "left")
+    })
+    .await;
+    let first_incarnation = state_of(&a_api.members().unwrap(), &c_id).unwrap().1;
+
+    // C returns at a higher incarnation and is alive again.
+    let (c, c_join) = node::start(c_config).unwrap();
+    let want = c_id.clone();
+    until(&a_api, "A sees C back", move |m| {
+        state_of(m, &want).is_some_and(|(s, i)| s == "alive" && i > first_incarnation)
+    })
+    .await;
+
+    for (n, j) in [(c, c_join), (b, b_join), (a, a_join)] {
+        n.shutdown();
+        tokio::time::timeout(WAIT, j)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+    }
+}
