@@ -2284,8 +2284,17 @@ fn certify_votes(
 fn verify_requests(reqs: &[Request]) -> std::result::Result<(), ()> {
     let mut keys = Vec::with_capacity(reqs.len());
     let mut msgs = Vec::with_capacity(reqs.len());
+    // A client's key is decoded (a point decompression) once per batch, not per request.
+    let mut decoded: crate::FastMap<NodeId, ed25519::VerifyingKey> = Default::default();
     for r in reqs {
-        let key = ed25519::VerifyingKey::from_bytes(r.client.as_bytes()).map_err(|_| ())?;
+        let key = match decoded.get(&r.client) {
+            Some(k) => *k,
+            None => {
+                let k = ed25519::VerifyingKey::from_bytes(r.client.as_bytes()).map_err(|_| ())?;
+                decoded.insert(r.client, k);
+                k
+            }
+        };
         keys.push(key);
         msgs.push(r.signing_bytes());
     }
