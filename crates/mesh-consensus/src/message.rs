@@ -353,7 +353,8 @@ impl Phase {
     }
 }
 
-/// The bytes a replica signs (with BLS) to vote in `phase` for `digest` at `(view, seq)`.
+/// The bytes a replica signs to vote in `phase` for `digest` at `(view, seq)` (with
+/// [`BlsScheme`](crate::BlsScheme): Ed25519 for prepare votes, BLS for commit votes).
 pub fn vote_bytes(epoch: u64, phase: Phase, view: u64, seq: u64, digest: &Digest) -> Vec<u8> {
     let mut out = Vec::with_capacity(80);
     out.extend_from_slice(b"agentmesh/consensus-vote/v1");
@@ -788,7 +789,7 @@ pub enum Message {
         seq: u64,
         /// The proposed batch.
         batch: Arc<Batch>,
-        /// The primary's BLS prepare vote.
+        /// The primary's prepare vote ([`Scheme::sign_prepare`]).
         vote: VoteSig,
     },
     /// A prepare or commit vote.
@@ -801,7 +802,8 @@ pub enum Message {
         seq: u64,
         /// The batch digest voted for.
         digest: Digest,
-        /// The voter's BLS signature over [`vote_bytes`].
+        /// The voter's signature over [`vote_bytes`]: [`Scheme::sign_prepare`] in the prepare
+        /// phase, [`Scheme::sign`] in the commit phase.
         signature: VoteSig,
     },
     /// A checkpoint vote for the state after `seq`.
