@@ -5,7 +5,7 @@
 //! 40,000 512-byte requests (all submitted within 0.1 ms of virtual time, so blocks fill up to
 //! their 4 MiB bound as they would under saturation) through 4, 7 or 16 replicas sharing one
 //! thread: requests/s is the whole mesh's wall-clock throughput with every signature
-//! computed. The commit latency of the first run is printed alongside, in virtual time
+//! computed (BLS commit votes and certificates, Ed25519 prepare votes). The commit latency of the first run is printed alongside, in virtual time
 //! (protocol round trips only: virtual time does not charge for computation) and in wall
 //! time (from the simulator handing a request to a replica until f + 1 replicas executed it,
 //! every replica's computation in between included, as on one core).
@@ -116,8 +116,9 @@ fn certificates(c: &mut Criterion) {
         let quorum = 2 * n / 3 + 1;
         let schemes: Vec<BlsScheme> = keys
             .iter()
+            .enumerate()
             .take(quorum)
-            .map(|k| BlsScheme::new(k.clone()))
+            .map(|(i, k)| BlsScheme::new(k.clone(), SigningKey::from_seed(&[i as u8 + 1; 32])))
             .collect();
         let sigs: Vec<_> = schemes.iter().map(|s| s.sign(&msg)).collect();
         let signers: Vec<usize> = (0..quorum).collect();
@@ -128,8 +129,27 @@ fn certificates(c: &mut Criterion) {
                 assert!(verifier.verify(&set, &signers, &msg, &agg));
             })
         });
+        // Prepare certificates: each signer's Ed25519 signature, checked in one batch.
+        let prepare_msg = vote_bytes(0, Phase::Prepare, 3, 1_000, &Digest([7; 32]));
+        let prepares: Vec<_> = schemes
+            .iter()
+            .map(|s| s.sign_prepare(&prepare_msg))
+            .collect();
+        g.bench_function(format!("verify_prepares/{n}_validators"), |b| {
+            b.iter(|| {
+                assert!(verifier.verify_prepares(
+                    &set,
+                    &signers,
+                    black_box(&prepare_msg),
+                    &prepares
+                ))
+            })
+        });
         if n == 4 {
             g.bench_function("sign_vote", |b| b.iter(|| schemes[0].sign(black_box(&msg))));
+            g.bench_function("sign_prepare", |b| {
+                b.iter(|| schemes[0].sign_prepare(black_box(&prepare_msg)))
+            });
         }
     }
     g.finish();

@@ -11,8 +11,9 @@
 //! - [`ValidatorSet`]: members, weights (quorum = more than two thirds of the weight) and the
 //!   primary of each view;
 //! - [`Replica`]: batching, pipelining within watermarks, pre-prepare / prepare / commit with
-//!   BLS certificates (aggregated optimistically, checked one by one only to find a bad
-//!   signer), checkpoints with log truncation, view changes with new-view proofs, state
+//!   quorum certificates (commit certificates one BLS aggregate, prepare certificates a list
+//!   of Ed25519 signatures; both checked optimistically at quorum, one by one only to find a
+//!   bad signer), checkpoints with log truncation, view changes with new-view proofs, state
 //!   transfer, client deduplication;
 //! - [`reconfig`]: validator-set changes (admission, removal, weights, the admission
 //!   puzzle) adopted by a weighted quorum of proposals in committed blocks and applied at a
@@ -50,6 +51,7 @@ pub use error::{Error, Result};
 pub use ledger::{LightClient, VerifiedLedger, verify_chain, verify_storage};
 pub use message::{
     Batch, Certificate, CheckpointCert, CommittedBlock, Limits, Message, Request, RequestKind,
+    Signatures,
 };
 pub use reconfig::{Change, Genesis, Governance};
 pub use replica::{Keys, Output, Replica, Stats, Submitted};

@@ -353,7 +353,8 @@ impl Phase {
     }
 }
 
-/// The bytes a replica signs (with BLS) to vote in `phase` for `digest` at `(view, seq)`.
+/// The bytes a replica signs to vote in `phase` for `digest` at `(view, seq)` (with
+/// [`BlsScheme`](crate::BlsScheme): Ed25519 for prepare votes, BLS for commit votes).
 pub fn vote_bytes(epoch: u64, phase: Phase, view: u64, seq: u64, digest: &Digest) -> Vec<u8> {
     let mut out = Vec::with_capacity(80);
     out.extend_from_slice(b"agentmesh/consensus-vote/v1");
@@ -375,8 +376,23 @@ pub fn checkpoint_bytes(epoch: u64, seq: u64, state: &Digest) -> Vec<u8> {
     out
 }
 
+/// How a [`Certificate`] shows its signers' votes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Signatures {
+    /// One aggregate of every signer's vote: commit certificates (BLS with [`BlsScheme`]).
+    ///
+    /// [`BlsScheme`]: crate::BlsScheme
+    Aggregate(VoteSig),
+    /// Each signer's vote, in signer order: prepare certificates (Ed25519 with
+    /// [`BlsScheme`]; see [`scheme`](crate::scheme) for why).
+    ///
+    /// [`BlsScheme`]: crate::BlsScheme
+    Each(Vec<VoteSig>),
+}
+
 /// A quorum certificate: more than two thirds of the weight voted in `phase` for `digest` at
-/// `(view, seq)`, shown by one aggregate BLS signature and the signers' bitmap.
+/// `(view, seq)`, shown by the signers' bitmap and their signatures: one aggregate for a
+/// commit certificate (the ledger's), one per signer for a prepare certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Certificate {
     /// The phase voted in.
@@ -389,8 +405,10 @@ pub struct Certificate {
     pub digest: Digest,
     /// Who signed.
     pub signers: SignerBitmap,
-    /// The aggregate signature.
-    pub signature: VoteSig,
+    /// Their signatures: [`Signatures::Aggregate`] in the commit phase,
+    /// [`Signatures::Each`] in the prepare phase (as encoded and as [`Certificate::verify`]
+    /// requires).
+    pub signatures: Signatures,
 }
 
 /// A stable-checkpoint certificate: a quorum vouches for the ledger state after `seq`.
@@ -437,22 +455,46 @@ impl Certificate {
         put_varint(out, self.seq);
         out.extend_from_slice(self.digest.as_bytes());
         put_bitmap(out, &self.signers);
-        out.extend_from_slice(&self.signature.0);
+        // The phase says which form follows; the count of `Each` is the bitmap's.
+        match &self.signatures {
+            Signatures::Aggregate(s) => out.extend_from_slice(&s.0),
+            Signatures::Each(sigs) => {
+                for s in sigs {
+                    out.extend_from_slice(&s.0);
+                }
+            }
+        }
     }
 
     pub(crate) fn decode(r: &mut Reader<'_>, limits: &Limits) -> Result<Self> {
         let phase = Phase::from_tag(r.u8().map_err(Error::malformed("certificate"))?)?;
+        let view = get_u64(r, "certificate view")?;
+        let seq = get_u64(r, "certificate seq")?;
+        let digest = get_digest(r)?;
+        let signers = get_bitmap(r, limits)?;
+        let signatures = match phase {
+            Phase::Commit => Signatures::Aggregate(get_bls(r)?),
+            Phase::Prepare => {
+                // Bounded: the bitmap holds at most `max_validators` bits.
+                let count = signers.iter().count();
+                let mut sigs = Vec::with_capacity(count);
+                for _ in 0..count {
+                    sigs.push(get_bls(r)?);
+                }
+                Signatures::Each(sigs)
+            }
+        };
         Ok(Self {
             phase,
-            view: get_u64(r, "certificate view")?,
-            seq: get_u64(r, "certificate seq")?,
-            digest: get_digest(r)?,
-            signers: get_bitmap(r, limits)?,
-            signature: get_bls(r)?,
+            view,
+            seq,
+            digest,
+            signers,
+            signatures,
         })
     }
 
-    /// Checks the aggregate signature and that the signers hold a quorum of `set`.
+    /// Checks the signatures and that the signers hold a quorum of `set`.
     pub fn verify(&self, set: &crate::ValidatorSet, scheme: &dyn Scheme) -> Result<()> {
         if self.signers.len() != set.len() || !set.is_quorum(set.weight_of(&self.signers)) {
             return Err(Error::Verify {
@@ -461,7 +503,14 @@ impl Certificate {
         }
         let signers: Vec<usize> = self.signers.iter().collect();
         let msg = vote_bytes(set.epoch(), self.phase, self.view, self.seq, &self.digest);
-        if scheme.verify(set, &signers, &msg, &self.signature) {
+        let valid = match (self.phase, &self.signatures) {
+            (Phase::Commit, Signatures::Aggregate(s)) => scheme.verify(set, &signers, &msg, s),
+            (Phase::Prepare, Signatures::Each(sigs)) => {
+                scheme.verify_prepares(set, &signers, &msg, sigs)
+            }
+            _ => false,
+        };
+        if valid {
             Ok(())
         } else {
             Err(Error::Verify {
@@ -740,7 +789,7 @@ pub enum Message {
         seq: u64,
         /// The proposed batch.
         batch: Arc<Batch>,
-        /// The primary's BLS prepare vote.
+        /// The primary's prepare vote ([`Scheme::sign_prepare`]).
         vote: VoteSig,
     },
     /// A prepare or commit vote.
@@ -753,7 +802,8 @@ pub enum Message {
         seq: u64,
         /// The batch digest voted for.
         digest: Digest,
-        /// The voter's BLS signature over [`vote_bytes`].
+        /// The voter's signature over [`vote_bytes`]: [`Scheme::sign_prepare`] in the prepare
+        /// phase, [`Scheme::sign`] in the commit phase.
         signature: VoteSig,
     },
     /// A checkpoint vote for the state after `seq`.
@@ -1034,7 +1084,7 @@ mod tests {
             seq: 5,
             digest: batch.digest(),
             signers: signers.clone(),
-            signature: sig,
+            signatures: Signatures::Aggregate(sig),
         };
         let vc = ViewChange {
             view: 2,
@@ -1047,6 +1097,7 @@ mod tests {
             }),
             prepared: vec![Certificate {
                 phase: Phase::Prepare,
+                signatures: Signatures::Each(vec![sig, VoteSig([10; SIG_LEN])]),
                 ..cert.clone()
             }],
             signature: Signature([7; 64]),

@@ -12,7 +12,7 @@ use crate::config::{Config, RequestAuth};
 use crate::error::{Error, Result};
 use crate::message::{
     Batch, Certificate, CheckpointCert, CommittedBlock, Message, NewView, Phase, Request,
-    RequestKind, ViewChange, checkpoint_bytes, vote_bytes,
+    RequestKind, Signatures, ViewChange, checkpoint_bytes, vote_bytes,
 };
 use crate::reconfig::{Genesis, Governance, Proposal};
 use crate::scheme::{BlsScheme, Scheme, VoteSig};
@@ -323,8 +323,8 @@ impl<S: Storage> Replica<S> {
         Self::with_scheme(
             cfg,
             set,
-            keys.ed25519,
-            Box::new(BlsScheme::new(keys.bls)),
+            SigningKey::from_seed(&keys.ed25519.seed()),
+            Box::new(BlsScheme::new(keys.bls, keys.ed25519)),
             storage,
             now,
         )
@@ -1085,8 +1085,11 @@ impl<S: Storage> Replica<S> {
 
     fn sign_vote(&self, phase: Phase, seq: u64, digest: &Digest) -> VoteSig {
         let epoch = self.gov.set_for(seq).epoch();
-        self.scheme
-            .sign(&vote_bytes(epoch, phase, self.view, seq, digest))
+        let msg = vote_bytes(epoch, phase, self.view, seq, digest);
+        match phase {
+            Phase::Prepare => self.scheme.sign_prepare(&msg),
+            Phase::Commit => self.scheme.sign(&msg),
+        }
     }
 
     fn on_vote(
@@ -1113,8 +1116,10 @@ impl<S: Storage> Replica<S> {
         Ok(())
     }
 
-    /// Forms a certificate once a quorum voted for `digest`: aggregates optimistically and
-    /// verifies once; if that fails, checks each vote to drop the bad ones.
+    /// Forms a certificate once a quorum voted for `digest`: verifies the quorum's votes at
+    /// once (a commit quorum's aggregate, a prepare quorum's signatures in one batch); if that
+    /// fails, checks each vote to drop the bad ones. Votes are not checked one by one as
+    /// they arrive.
     fn try_certify(&mut self, seq: u64, phase: Phase, digest: Digest) -> Result<()> {
         let view = self.view;
         let Some(slot) = self.slots.get_mut(&seq) else {
@@ -1132,7 +1137,11 @@ impl<S: Storage> Replica<S> {
         }
         let set = self.gov.set_for(seq);
         let msg = vote_bytes(set.epoch(), phase, view, seq, &digest);
-        let Some((signers, agg)) = certify_votes(
+        let form = match phase {
+            Phase::Prepare => Form::Each,
+            Phase::Commit => Form::Aggregate,
+        };
+        let Some((signers, signatures)) = certify_votes(
             set,
             self.scheme.as_ref(),
             self.me,
@@ -1140,6 +1149,7 @@ impl<S: Storage> Replica<S> {
             &mut vbox.votes,
             &digest,
             &msg,
+            form,
         )?
         else {
             return Ok(());
@@ -1151,7 +1161,7 @@ impl<S: Storage> Replica<S> {
             seq,
             digest,
             signers,
-            signature: agg,
+            signatures,
         };
         match phase {
             Phase::Prepare => self.on_prepared(cert),
@@ -1359,7 +1369,7 @@ impl<S: Storage> Replica<S> {
         votes.insert(sender, (state, sig));
         let set = self.gov.set_for(seq);
         let msg = checkpoint_bytes(set.epoch(), seq, &state);
-        let Some((signers, agg)) = certify_votes(
+        let Some((signers, Signatures::Aggregate(agg))) = certify_votes(
             set,
             self.scheme.as_ref(),
             self.me,
@@ -1367,6 +1377,7 @@ impl<S: Storage> Replica<S> {
             votes,
             &state,
             &msg,
+            Form::Aggregate,
         )?
         else {
             return Ok(());
@@ -2188,9 +2199,21 @@ impl<S: Storage> Replica<S> {
     }
 }
 
-/// Forms a quorum certificate from the `votes` for `digest` (signed over `msg`): aggregates
-/// optimistically and verifies once; if that fails, checks each vote and drops the bad ones
-/// (their voters may vote again). `None` while short of a quorum of good votes.
+/// Which form of certificate [`certify_votes`] makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Form {
+    /// One aggregate signature (commit and checkpoint certificates).
+    Aggregate,
+    /// Each signer's signature (prepare certificates).
+    Each,
+}
+
+/// Forms a quorum certificate from the `votes` for `digest` (signed over `msg`): verifies
+/// the quorum's signatures together, optimistically (one aggregate check, or one batch
+/// check of the individual prepare signatures, leaving out this replica's own vote); if
+/// that fails, checks each vote and drops the bad ones (their voters may vote again).
+/// `None` while short of a quorum of good votes.
+#[allow(clippy::too_many_arguments)]
 fn certify_votes(
     set: &ValidatorSet,
     scheme: &dyn Scheme,
@@ -2199,7 +2222,8 @@ fn certify_votes(
     votes: &mut HashMap<usize, (Digest, VoteSig)>,
     digest: &Digest,
     msg: &[u8],
-) -> Result<Option<(SignerBitmap, VoteSig)>> {
+    form: Form,
+) -> Result<Option<(SignerBitmap, Signatures)>> {
     let mut voters: Vec<usize> = votes
         .iter()
         .filter(|(_, (d, _))| d == digest)
@@ -2214,17 +2238,40 @@ fn certify_votes(
         .iter()
         .filter_map(|i| votes.get(i).map(|v| v.1))
         .collect();
-    match scheme.certify(set, &voters, msg, &sigs) {
-        Some(agg) => {
+    let checked = match form {
+        Form::Aggregate => scheme
+            .certify(set, &voters, msg, &sigs)
+            .map(Signatures::Aggregate),
+        Form::Each => {
+            // Our own vote is ours: only the others' need checking.
+            let (others, other_sigs): (Vec<usize>, Vec<VoteSig>) = voters
+                .iter()
+                .zip(&sigs)
+                .filter(|(i, _)| **i != me)
+                .map(|(i, s)| (*i, *s))
+                .unzip();
+            (others.is_empty() || scheme.verify_prepares(set, &others, msg, &other_sigs))
+                .then(|| Signatures::Each(sigs.clone()))
+        }
+    };
+    match checked {
+        Some(signatures) => {
             let mut signers = SignerBitmap::new(set.len())?;
             for &i in &voters {
                 signers.set(i)?;
             }
-            Ok(Some((signers, agg)))
+            Ok(Some((signers, signatures)))
         }
-        _ => {
+        None => {
             for (i, s) in voters.iter().zip(&sigs) {
-                if *i != me && !scheme.verify(set, &[*i], msg, s) {
+                if *i == me {
+                    continue;
+                }
+                let good = match form {
+                    Form::Aggregate => scheme.verify(set, &[*i], msg, s),
+                    Form::Each => scheme.verify_prepares(set, &[*i], msg, std::slice::from_ref(s)),
+                };
+                if !good {
                     votes.remove(i);
                     stats.bad_signatures += 1;
                 }
@@ -2237,8 +2284,17 @@ fn certify_votes(
 fn verify_requests(reqs: &[Request]) -> std::result::Result<(), ()> {
     let mut keys = Vec::with_capacity(reqs.len());
     let mut msgs = Vec::with_capacity(reqs.len());
+    // A client's key is decoded (a point decompression) once per batch, not per request.
+    let mut decoded: crate::FastMap<NodeId, ed25519::VerifyingKey> = Default::default();
     for r in reqs {
-        let key = ed25519::VerifyingKey::from_bytes(r.client.as_bytes()).map_err(|_| ())?;
+        let key = match decoded.get(&r.client) {
+            Some(k) => *k,
+            None => {
+                let k = ed25519::VerifyingKey::from_bytes(r.client.as_bytes()).map_err(|_| ())?;
+                decoded.insert(r.client, k);
+                k
+            }
+        };
         keys.push(key);
         msgs.push(r.signing_bytes());
     }

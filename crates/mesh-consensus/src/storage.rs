@@ -349,7 +349,7 @@ mod tests {
                 seq,
                 digest: batch.digest(),
                 signers: SignerBitmap::new(4).unwrap(),
-                signature: VoteSig([1; 96]),
+                signatures: crate::Signatures::Aggregate(VoteSig([1; 96])),
             },
             batch,
         }

@@ -10,6 +10,8 @@
 //!
 //! Knobs for experiments (environment): `MESH_BENCH_INFLIGHT` (pipeline depth),
 //! `MESH_BENCH_FORWARD_MS` (how long a backup bundles requests before forwarding them),
+//! `MESH_BENCH_MIN_PIPELINED` (the fewest waiting requests for which a primary opens a block
+//! while another is open),
 //! `MESH_BENCH_WINDOW` (client window: requests in flight per node), `MESH_BENCH_WORKERS`
 //! (tokio worker threads per process, default 2) and `MESH_BENCH_ONLY`
 //! (words among `opaque`, `signed`, `saturation`, `10k`: run only those). Measured with the
@@ -135,6 +137,9 @@ fn child(index: usize) {
         }
         if let Ok(depth) = std::env::var("MESH_BENCH_INFLIGHT") {
             config.consensus.max_inflight = depth.parse().unwrap();
+        }
+        if let Ok(n) = std::env::var("MESH_BENCH_MIN_PIPELINED") {
+            config.consensus.min_pipelined_batch = n.parse().unwrap();
         }
         if let Ok(ms) = std::env::var("MESH_BENCH_FORWARD_MS") {
             config.consensus.forward_delay =

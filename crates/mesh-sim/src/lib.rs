@@ -120,6 +120,15 @@ impl Scheme for SimScheme {
     }
 }
 
+/// Signs a vote as an honest replica would: prepare votes with [`Scheme::sign_prepare`],
+/// commit votes with [`Scheme::sign`].
+fn sign_vote(scheme: &dyn Scheme, phase: Phase, message: &[u8]) -> VoteSig {
+    match phase {
+        Phase::Prepare => scheme.sign_prepare(message),
+        Phase::Commit => scheme.sign(message),
+    }
+}
+
 /// How a Byzantine replica misbehaves. Each runs an honest replica inside and corrupts what
 /// it sends (or, for amnesia, what it remembers).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -746,7 +755,10 @@ impl Sim {
 
     fn scheme(&self, i: usize) -> Box<dyn Scheme> {
         if self.cfg.real_crypto {
-            Box::new(mesh_consensus::BlsScheme::new(self.bls[i].clone()))
+            Box::new(mesh_consensus::BlsScheme::new(
+                self.bls[i].clone(),
+                SigningKey::from_seed(&self.nodes[i].ed.seed()),
+            ))
         } else {
             Box::new(SimScheme {
                 index: self.nodes[i].scheme_index,
@@ -1275,8 +1287,13 @@ impl Sim {
                 self.nodes[from]
                     .alternatives
                     .insert((view, seq), alt.digest());
-                let vote =
-                    scheme.sign(&vote_bytes(epoch, Phase::Prepare, view, seq, &alt.digest()));
+                let vote = scheme.sign_prepare(&vote_bytes(
+                    epoch,
+                    Phase::Prepare,
+                    view,
+                    seq,
+                    &alt.digest(),
+                ));
                 let alt_bytes = Arc::new(
                     Message::PrePrepare {
                         view,
@@ -1302,7 +1319,11 @@ impl Sim {
                     view,
                     seq,
                     digest: alt,
-                    signature: scheme.sign(&vote_bytes(epoch, phase, view, seq, &alt)),
+                    signature: sign_vote(
+                        scheme.as_ref(),
+                        phase,
+                        &vote_bytes(epoch, phase, view, seq, &alt),
+                    ),
                 };
                 let alt_bytes = Arc::new(vote.encode());
                 self.split(from, to, &bytes, &alt_bytes, censoring);
@@ -1318,7 +1339,11 @@ impl Sim {
                 }),
             ) => {
                 let other = Digest::of(&digest.0);
-                let wrong = scheme.sign(&vote_bytes(epoch, phase, view, seq, &other));
+                let wrong = sign_vote(
+                    scheme.as_ref(),
+                    phase,
+                    &vote_bytes(epoch, phase, view, seq, &other),
+                );
                 let forged = Message::Vote {
                     phase,
                     view,
@@ -1331,7 +1356,11 @@ impl Sim {
                     view,
                     seq,
                     digest: other,
-                    signature: scheme.sign(&vote_bytes(epoch, phase, view, seq, &other)),
+                    signature: sign_vote(
+                        scheme.as_ref(),
+                        phase,
+                        &vote_bytes(epoch, phase, view, seq, &other),
+                    ),
                 };
                 for j in to {
                     let pick = if self.rng.chance(500) {
@@ -1366,7 +1395,11 @@ impl Sim {
                         view: view - 1,
                         seq,
                         digest,
-                        signature: scheme.sign(&vote_bytes(epoch, phase, view - 1, seq, &digest)),
+                        signature: sign_vote(
+                            scheme.as_ref(),
+                            phase,
+                            &vote_bytes(epoch, phase, view - 1, seq, &digest),
+                        ),
                     }),
                     Message::ViewChange(mut vc) if vc.view > 1 => {
                         vc.view -= 1;

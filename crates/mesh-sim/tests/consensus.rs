@@ -106,6 +106,30 @@ fn real_bls_signatures_in_a_faulty_run() {
     }
 }
 
+/// The shipped scheme (BLS commit votes, Ed25519 prepare votes) against every Byzantine
+/// behaviour: forged votes of both phases reach quorums, so the optimistic checks fail and
+/// the one-by-one fallback must find the bad signer and count it, without stalling.
+#[test]
+fn real_signatures_survive_every_byzantine_behaviour() {
+    for b in Behaviour::ALL {
+        let mut cfg = SimConfig::new(300, 4);
+        cfg.real_crypto = true;
+        cfg.requests = 12;
+        cfg.byzantine = vec![(
+            if b == Behaviour::EquivocatingPrimary {
+                0
+            } else {
+                2
+            },
+            b,
+        )];
+        let r = check(cfg);
+        if b == Behaviour::ForgedVotes {
+            assert!(r.refused > 0, "forged votes went unnoticed: {r:?}");
+        }
+    }
+}
+
 /// A view change completes within twice its timeout: from the moment a quorum asked for the
 /// new view until the last honest replica entered it, with a silent primary (and, every
 /// other seed, a silent next primary too, so two view changes run back to back).
