@@ -175,6 +175,7 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     let mut phases = Vec::new();
     let mut receipts = Vec::new();
     let mut killed = None;
+    let mut detection: Option<Detection> = None;
     std::thread::scope(|s| -> Result<()> {
         let watcher = s.spawn(|| count_blocks(&watch_client, &watching, &events));
         let result = (|| -> Result<()> {
@@ -191,11 +192,14 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
             receipts.extend(load.receipts);
 
             let primary = find_primary(&mesh)?;
+            let victim = mesh.nodes[primary].client().status()?.peer_id;
+            let others: Vec<usize> = all.iter().copied().filter(|&i| i != primary).collect();
+            let observer = mesh.nodes[others[0]].client();
             println!("\n==> killing the primary, node {primary}, with SIGKILL");
             let killed_at = now();
             mesh.kill9(primary)?;
             killed = Some(primary);
-            let others: Vec<usize> = all.iter().copied().filter(|&i| i != primary).collect();
+            let detector = s.spawn(move || watch_member(&observer, &victim, "dead"));
             let load = drive(&mesh, &others, third, third, "primary down")?;
             let new_view = mesh.nodes[others[0]]
                 .client()
@@ -209,6 +213,17 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
             phases.push(("primary killed", load.summary()));
             receipts.extend(load.receipts);
 
+            let (suspected, dead) = match detector.join() {
+                Ok(d) => d,
+                Err(_) => bail!("the membership watcher panicked"),
+            };
+            println!(
+                "membership on node {}: node {primary} suspected after {}, declared dead after {}",
+                others[0],
+                secs(suspected),
+                secs(dead)
+            );
+
             println!("\n==> restarting node {primary}");
             let restarted = now();
             mesh.start(primary)?;
@@ -219,6 +234,15 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
                 restarted.elapsed().as_secs_f64()
             );
             wait_formed(&mut mesh, &all)?;
+            let victim = mesh.nodes[primary].client().status()?.peer_id;
+            let (_, alive) = watch_member(&mesh.nodes[others[0]].client(), &victim, "alive");
+            let alive = alive.map(|_| restarted.elapsed().as_secs_f64());
+            detection = Some(Detection {
+                observer: others[0],
+                suspected,
+                dead,
+                alive,
+            });
             let rest = o.requests - 2 * third;
             let load = drive(&mesh, &all, rest, 2 * third, "after the restart")?;
             phases.push(("node restarted", load.summary()));
@@ -349,6 +373,15 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         "  events: node {watched}'s WebSocket stream reported {} committed blocks",
         events.load(Ordering::Relaxed)
     );
+    if let (Some(d), Some(k)) = (&detection, killed) {
+        println!(
+            "  membership (SWIM): node {} suspected the killed node {k} after {}, declared it dead after {}, saw it alive again {} after its restart",
+            d.observer,
+            secs(d.suspected),
+            secs(d.dead),
+            secs(d.alive)
+        );
+    }
     for line in &ran_examples {
         println!("  {line}");
     }
@@ -369,6 +402,44 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
          (README, \"Status\")."
     );
     Ok(())
+}
+
+/// When one node's membership view noticed the killed primary (seconds after the kill, and
+/// after its restart).
+struct Detection {
+    observer: usize,
+    suspected: Option<f64>,
+    dead: Option<f64>,
+    alive: Option<f64>,
+}
+
+fn secs(t: Option<f64>) -> String {
+    t.map_or_else(
+        || "(not seen within 30 s)".to_owned(),
+        |t| format!("{t:.1}s"),
+    )
+}
+
+/// Polls `client`'s membership view (at most 30 s) until `peer` is in state `until`; returns
+/// when it was first seen suspected and when in `until`, in seconds from the call.
+fn watch_member(client: &Client, peer: &str, until: &str) -> (Option<f64>, Option<f64>) {
+    let started = now();
+    let mut suspected = None;
+    while started.elapsed() < Duration::from_secs(30) {
+        let state = client
+            .members()
+            .ok()
+            .and_then(|m| m.into_iter().find(|m| m.peer_id == peer))
+            .map(|m| m.state);
+        let t = started.elapsed().as_secs_f64();
+        match state.as_deref() {
+            Some(s) if s == until => return (suspected, Some(t)),
+            Some("suspected") if suspected.is_none() => suspected = Some(t),
+            _ => {}
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (suspected, None)
 }
 
 /// Waits (at most 60 s) until every node in `which` answers and sees all the others.
