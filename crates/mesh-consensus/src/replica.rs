@@ -494,9 +494,11 @@ impl<S: Storage> Replica<S> {
                         && let Some(b) = self.storage.load_batch(&d)?
                     {
                         self.batches.insert(d, Arc::new(b));
-                        // At a height already executed, the ledger may refer to this batch:
-                        // keep it for good (at worst a redundant copy stays behind).
-                        self.stored.insert(d, s.seq <= self.executed);
+                        // The ledger may refer to this batch: at this height if it is
+                        // executed, or at an earlier one (the same batch can be proposed again
+                        // at a later height). After a restart nothing tells which, so keep it
+                        // for good (at worst a redundant copy stays behind).
+                        self.stored.insert(d, true);
                     }
                 }
                 let slot = self.slots.entry(s.seq).or_default();
@@ -637,6 +639,30 @@ impl<S: Storage> Replica<S> {
             self.tick();
         }
         self.flush()
+    }
+
+    /// A failure detector outside the protocol (the node's membership) suspects `node`. If
+    /// it is the primary of the current view and this replica is waiting for it (an open
+    /// block or a request not yet executed), the replica asks for the next view now instead
+    /// of at its timers' expiry, and returns `true`. Otherwise nothing happens: a suspicion
+    /// is a hint, never a vote by itself. Safety does not depend on it (a view change needs
+    /// a quorum of replicas asking); a wrong suspicion costs at most this replica's votes in
+    /// the current view until the others join it or it catches up.
+    pub fn handle_suspicion(&mut self, now: Instant, node: NodeId) -> Result<bool> {
+        self.now = now;
+        let waiting = self.has_work() || !self.awaiting_by_age.is_empty();
+        if !self.is_voter()
+            || self.changing
+            || node != self.primary()
+            || node == self.id()
+            || !waiting
+        {
+            return Ok(false);
+        }
+        let next = self.view + 1;
+        self.start_view_change(next)?;
+        self.flush()?;
+        Ok(true)
     }
 
     /// Submits a client request at this replica. In [`RequestAuth::Connection`] mode the
@@ -1423,7 +1449,15 @@ impl<S: Storage> Replica<S> {
         self.batches.retain(|d, _| {
             let keep = live.contains(d);
             // A block's body in the ledger stays in storage.
-            if !keep && stored.remove(d) != Some(true) {
+            // A body the ledger refers to stays, and so does its entry: the same batch (the
+            // same requests in the same order) can be proposed again at a later height, and
+            // saving it again must not make it forgettable (the simulator found a checkpoint
+            // deleting an executed block's body that way). Known cost and gap: one entry per
+            // block executed by reference while the replica runs, and after a restart the
+            // entries of bodies no longer in the vote state are gone; persistent markers
+            // written with the ledger record would close both.
+            if !keep && stored.get(d) != Some(&true) {
+                stored.remove(d);
                 forget.push(*d);
             }
             keep

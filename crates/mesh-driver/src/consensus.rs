@@ -305,6 +305,9 @@ pub(crate) enum Command {
         max: usize,
         reply: oneshot::Sender<Result<Vec<CommittedBlock>>>,
     },
+    Suspect {
+        node: NodeId,
+    },
 }
 
 /// Controls a running driver. Cheap to clone; the driver stops when [`Handle::shutdown`] is
@@ -389,6 +392,13 @@ impl Handle {
         let (reply, rx) = oneshot::channel();
         self.command(Command::Blocks { from, max, reply }).await?;
         rx.await.map_err(|_| Error::Stopped)?
+    }
+
+    /// Tells the replica that a failure detector outside consensus suspects `node`: a
+    /// suspected primary this replica is waiting for is replaced at once (see
+    /// `mesh_consensus::Replica::handle_suspicion`). Dropped if the driver is busy.
+    pub fn suspect(&self, node: NodeId) {
+        let _ = self.commands.try_send(Command::Suspect { node });
     }
 
     async fn command(&self, c: Command) -> Result<()> {

@@ -498,6 +498,7 @@ pub fn start(config: Config) -> Result<(NodeHandle, NodeJoin)> {
         swim_rx,
         members.clone(),
         events_tx.clone(),
+        consensus.as_ref().map(|(h, _)| h.clone()),
         stop.clone(),
     ));
     if let Some((h, _)) = &consensus {

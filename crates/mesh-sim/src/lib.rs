@@ -252,6 +252,11 @@ pub struct SimConfig {
     /// lost, half written but reported failed. A replica whose step fails is stopped without
     /// sending that step's outputs (its contract) and restarted from its storage.
     pub storage_faults: u32,
+    /// Hints from an outside failure detector during the fault period: each makes one honest
+    /// replica suspect (`Replica::handle_suspicion`) the primary it knows, or (one time in
+    /// two) a random replica: true suspicions of a crashed or silent primary and false ones
+    /// alike. They must never break safety or validity.
+    pub suspicions: usize,
     /// Also measure each request's commit latency in wall-clock time (benchmarks): from the
     /// moment the simulator hands it to a replica until f + 1 replicas executed it, all the
     /// computation of every replica in between included.
@@ -292,6 +297,7 @@ impl SimConfig {
             stops: Vec::new(),
             wall_clock: false,
             storage_faults: 0,
+            suspicions: 0,
         }
     }
 }
@@ -389,6 +395,11 @@ enum Ev {
     },
     Stop {
         node: usize,
+    },
+    Suspect {
+        node: usize,
+        /// A replica index, or `None` for the primary `node` knows.
+        target: Option<usize>,
     },
 }
 
@@ -933,6 +944,19 @@ impl Sim {
             self.push(Instant::from_millis(t), Ev::Crash { node, wipe: false });
             self.push(Instant::from_millis(t + down), Ev::Restart { node });
         }
+        for _ in 0..self.cfg.suspicions {
+            if honest.is_empty() || until == 0 {
+                break;
+            }
+            let node = honest[rng.below(honest.len() as u64) as usize];
+            let target = rng
+                .chance(500)
+                .then(|| rng.below(self.cfg.replicas as u64) as usize);
+            self.push(
+                Instant::from_millis(rng.below(until)),
+                Ev::Suspect { node, target },
+            );
+        }
         for i in 0..self.cfg.replicas {
             if self.nodes[i].behaviour == Some(Behaviour::Amnesia) {
                 let t = rng.below(until.max(1));
@@ -1087,6 +1111,19 @@ impl Sim {
                 }
             }
             Ev::Propose { change } => self.propose(change),
+            Ev::Suspect { node, target } => {
+                let id = match target {
+                    Some(t) => self.ids[t],
+                    None => match &self.nodes[node].replica {
+                        Some(r) => r.primary(),
+                        None => return,
+                    },
+                };
+                let up = self.step(node, |r, now| r.handle_suspicion(now, id).map(|_| ()));
+                if up {
+                    self.drain(node);
+                }
+            }
             Ev::Stop { node } => {
                 self.nodes[node].replica = None;
                 self.nodes[node].generation += 1;

@@ -156,6 +156,51 @@ fn view_changes_complete_within_twice_their_timeout() {
     println!("longest view change: {longest:?}");
 }
 
+/// An outside failure detector's hints (`Replica::handle_suspicion`), true and false,
+/// during a faulty period: safety, validity, liveness and the ledgers hold; some hints do
+/// start view changes; and a silent primary suspected early is replaced sooner than by the
+/// timers alone.
+#[test]
+fn failure_detector_hints_never_break_safety_and_speed_up_replacing_a_silent_primary() {
+    let mut with_changes = 0;
+    for seed in 0..120u64 {
+        let mut cfg = SimConfig::new(12_000 + seed, if seed % 3 == 0 { 7 } else { 4 });
+        cfg.suspicions = 30;
+        cfg.net.loss_per_mille = 20;
+        cfg.crashes = usize::from(seed % 2 == 0);
+        if seed % 4 == 1 {
+            cfg.byzantine = vec![(
+                cfg.replicas - 1,
+                Behaviour::ALL[(seed / 4) as usize % Behaviour::ALL.len()],
+            )];
+        }
+        let r = check(cfg);
+        with_changes += u64::from(r.max_view > 0);
+    }
+    assert!(
+        with_changes >= 40,
+        "only {with_changes} of 120 runs changed views"
+    );
+
+    // A silent primary: timers alone, then with every honest replica hinted early.
+    let first_change = |suspicions: usize, seed: u64| {
+        let mut cfg = SimConfig::new(13_000 + seed, 4);
+        cfg.byzantine = vec![(0, Behaviour::Silent)];
+        cfg.suspicions = suspicions;
+        let r = check(cfg);
+        r.view_changes.first().map(|(_, took)| *took)
+    };
+    let (mut slower, mut faster) = (0, 0);
+    for seed in 0..20 {
+        match (first_change(0, seed), first_change(60, seed)) {
+            (Some(a), Some(b)) if b < a => faster += 1,
+            _ => slower += 1,
+        }
+    }
+    println!("hinted view changes: {faster} faster, {slower} not");
+    assert!(faster >= 1, "hints never sped up a view change");
+}
+
 /// Storage writes fail at random (lost, or written but reported failed); each failing
 /// replica stops without sending that step's outputs and restarts from its storage. Safety,
 /// validity, liveness and the ledgers hold over many seeds, with network faults and a

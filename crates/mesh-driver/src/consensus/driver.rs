@@ -569,6 +569,17 @@ impl Loop {
                 let request = Request::change(self.me, id, epoch, &change).sign(&self.signer);
                 self.accept(request, Answer::Local(reply)).await
             }
+            Command::Suspect { node } => {
+                let now = self.clock.now();
+                let r = fatal(
+                    "handling a suspicion",
+                    self.replica.handle_suspicion(now, node),
+                )?;
+                if let Ok(true) = r {
+                    tracing::info!(primary = %node.short(), "membership suspects the primary: asking for a view change");
+                }
+                Ok(())
+            }
             Command::Blocks { from, max, reply } => {
                 let blocks = self
                     .replica

@@ -8,6 +8,9 @@
 //! another. The incarnation is kept in the data directory ([`INCARNATION_FILE`]) and raised
 //! at every start, so a restarted node's claims supersede the ones it made before.
 //!
+//! A suspected or dead member is reported to the consensus driver, which replaces it at once
+//! if it is the primary and the replica is waiting for it.
+//!
 //! Changes go to the API's event stream (`member` events) and the view to
 //! `GET /v1/members`.
 
@@ -117,6 +120,7 @@ pub(crate) async fn run(
     mut requests: mpsc::Receiver<InboundRequest>,
     shared: Arc<Shared>,
     events: broadcast::Sender<mesh_api::types::Event>,
+    consensus: Option<consensus::Handle>,
     mut stop: watch::Receiver<bool>,
 ) {
     let me = NodeId(key.verifying_key().to_bytes());
@@ -159,8 +163,17 @@ pub(crate) async fn run(
         let mut changed = false;
         while let Some(e) = core.poll_event() {
             changed = true;
-            if let membership::Event::Accused { incarnation, .. } = e {
-                persist(&data_dir, incarnation);
+            match e {
+                membership::Event::Accused { incarnation, .. } => persist(&data_dir, incarnation),
+                // Consensus replaces a suspected primary it waits for without waiting for its
+                // own timers.
+                membership::Event::Suspected { member, .. }
+                | membership::Event::Down { member, .. } => {
+                    if let Some(c) = &consensus {
+                        c.suspect(member);
+                    }
+                }
+                _ => {}
             }
             publish(&e, &events);
         }
