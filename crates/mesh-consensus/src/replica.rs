@@ -1449,15 +1449,8 @@ impl<S: Storage> Replica<S> {
         self.batches.retain(|d, _| {
             let keep = live.contains(d);
             // A block's body in the ledger stays in storage.
-            // A body the ledger refers to stays, and so does its entry: the same batch (the
-            // same requests in the same order) can be proposed again at a later height, and
-            // saving it again must not make it forgettable (the simulator found a checkpoint
-            // deleting an executed block's body that way). Known cost and gap: one entry per
-            // block executed by reference while the replica runs, and after a restart the
-            // entries of bodies no longer in the vote state are gone; persistent markers
-            // written with the ledger record would close both.
-            if !keep && stored.get(d) != Some(&true) {
-                stored.remove(d);
+            // A body the ledger refers to stays in storage.
+            if !keep && stored.remove(d) != Some(true) {
                 forget.push(*d);
             }
             keep
@@ -2222,6 +2215,18 @@ impl<S: Storage> Replica<S> {
             // One pruned below the stable checkpoint in this same step needs no storing.
             let mut batches = std::mem::take(&mut self.unsaved_batches);
             batches.retain(|b| self.batches.contains_key(&b.digest()));
+            // A batch already in storage that this replica does not track may be the body of
+            // a block in the ledger: the same batch (the same requests in the same order) can
+            // be proposed again at a later height, honestly after a view change or by a
+            // Byzantine primary on purpose. Saving it again must not make it forgettable, or
+            // the next checkpoint would delete an executed block's body (the simulator found
+            // this with failure-detector hints).
+            for b in &batches {
+                let d = b.digest();
+                if !self.stored.contains_key(&d) && self.storage.has_batch(&d)? {
+                    self.stored.insert(d, true);
+                }
+            }
             let forget = std::mem::take(&mut self.forget_batches);
             self.storage
                 .save_state(&state.encode(), &batches, &forget)?;

@@ -33,6 +33,10 @@ pub trait Storage {
     -> Result<()>;
     /// A batch stored by [`Storage::save_state`], if still held.
     fn load_batch(&self, digest: &Digest) -> Result<Option<Batch>>;
+    /// Whether a batch is stored under `digest` (by default: whether it loads).
+    fn has_batch(&self, digest: &Digest) -> Result<bool> {
+        Ok(self.load_batch(digest)?.is_some())
+    }
     /// Appends the block at height `last_seq() + 1`. With `body_stored`, its batch is one
     /// that [`Storage::save_state`] stored and that will never be in a later `forget` list:
     /// the record may refer to it instead of holding a copy.
@@ -115,6 +119,10 @@ impl<S: Store> Storage for StoreStorage<S> {
             .get(&batch_key(digest))?
             .map(|bytes| Batch::decode(&bytes, &self.limits))
             .transpose()
+    }
+
+    fn has_batch(&self, digest: &Digest) -> Result<bool> {
+        Ok(self.state.get(&batch_key(digest))?.is_some())
     }
 
     fn append_block(&mut self, block: &CommittedBlock, body_stored: bool) -> Result<()> {

@@ -470,6 +470,9 @@ impl mesh_consensus::Storage for FlakyStorage {
     fn load_batch(&self, digest: &Digest) -> mesh_consensus::Result<Option<Batch>> {
         self.inner.load_batch(digest)
     }
+    fn has_batch(&self, digest: &Digest) -> mesh_consensus::Result<bool> {
+        self.inner.has_batch(digest)
+    }
     fn append_block(
         &mut self,
         block: &mesh_consensus::CommittedBlock,
