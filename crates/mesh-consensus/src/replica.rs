@@ -210,7 +210,9 @@ struct PendingRequest {
 ///    for the sender's identity, e.g. by an authenticated connection),
 ///    [`handle_request`](Self::handle_request) for client requests, and
 ///    [`handle_timeout`](Self::handle_timeout) once the time returned by
-///    [`poll_timeout`](Self::poll_timeout) has come.
+///    [`poll_timeout`](Self::poll_timeout) has come, and optionally
+///    [`handle_suspicion`](Self::handle_suspicion) when an outside failure detector suspects
+///    a validator (a hint that replaces a primary this replica waits for sooner).
 /// 2. After each call, drain [`poll_output`](Self::poll_output) and act on every output in
 ///    order: send messages, deliver committed blocks to the application.
 ///
