@@ -81,7 +81,7 @@ pub(crate) const LAYERS: &[Layer] = &[
     Layer {
         name: "mesh-agent-runtime",
         core: false,
-        may_use: &[T, C, I, "mesh-memory", "mesh-transport"],
+        may_use: &[T, C, I, S, "mesh-memory", "mesh-transport"],
     },
     Layer {
         name: "mesh-api",

@@ -103,6 +103,8 @@ impl PendingSession {
 pub struct Sealed {
     /// The envelope id.
     pub id: MessageId,
+    /// Its position in the outbox.
+    pub seq: u64,
     /// The signed envelope's bytes, to deliver to the peer.
     pub envelope: Vec<u8>,
     /// When the envelope expires.
@@ -508,6 +510,7 @@ impl<K: Kv> Mailbox<K> {
         self.counts.sent += 1;
         Ok(Sealed {
             id,
+            seq,
             expires: env.expires_at(),
             envelope: env.to_bytes(),
         })

@@ -190,7 +190,6 @@ impl Shared {
         let sealed = lock(&self.mailbox)
             .seal(to, kind, body, MESSAGE_TTL, now())
             .map_err(agent_err("sealing a message"))?;
-        let seq = lock(&self.mailbox).counts().sent.saturating_sub(1);
         self.messenger
             .send(
                 sealed.id,
@@ -202,7 +201,7 @@ impl Shared {
             .map_err(transport_err("queueing a message"))?;
         Ok(MessageReceipt {
             id: hex::encode(sealed.id.as_bytes()),
-            seq,
+            seq: sealed.seq,
         })
     }
 
