@@ -461,25 +461,12 @@ pub fn start(config: Config, options: AgentOptions) -> Result<(AgentHandle, Agen
     let contacts = store.kv("contacts").map_err(store_err(&dir))?;
 
     let seed = me.signing_key().seed();
-    let keypair = mesh_transport::keypair_from_seed(&seed)
-        .map_err(transport_err("deriving the agent key"))?;
     let mut tc = mesh_transport::Config::default();
     tc.listen = config.listen.clone();
     tc.bootstrap = config.bootstrap.clone();
     tc.mdns = config.mdns;
     tc.protocols = vec![SESSION_PROTOCOL.to_owned(), DELIVER_PROTOCOL.to_owned()];
-    let (transport, mut events) = {
-        let _entered = runtime.enter();
-        Transport::spawn(keypair, tc).map_err(|source| match source {
-            mesh_transport::Error::Listen { addr, detail } if detail.contains("in use") => {
-                Error::AddressInUse { addr }
-            }
-            source => Error::Transport {
-                what: "starting",
-                source,
-            },
-        })?
-    };
+    let (transport, mut events) = node::spawn_transport(&runtime, &seed, tc)?;
     let messenger = {
         let _entered = runtime.enter();
         Messenger::spawn(
@@ -518,24 +505,10 @@ pub fn start(config: Config, options: AgentOptions) -> Result<(AgentHandle, Agen
     let server = match config.api {
         None => None,
         Some(addr) => {
-            let listener = mesh_api::bind(addr).map_err(|e| match e {
-                mesh_api::BindError::InUse { addr } => Error::AddressInUse {
-                    addr: format!("{addr} (the HTTP API)"),
-                },
-                mesh_api::BindError::Other { addr, source } => Error::Config(format!(
-                    "cannot listen for the HTTP API on {addr}: {source}"
-                )),
-            })?;
-            let server_config = mesh_api::ServerConfig {
-                token: config.api_token.clone(),
-                ..mesh_api::ServerConfig::default()
-            };
             let backend = Arc::new(AgentBackend(shared.clone()));
             let server = {
                 let _entered = runtime.enter();
-                mesh_api::Server::spawn(listener, backend, server_config).map_err(|e| {
-                    Error::Config(format!("cannot serve the HTTP API on {addr}: {e}"))
-                })?
+                node::api::serve(addr, config.api_token.clone(), backend)?
             };
             node::write_api_addr(&config.data_dir, server.local_addr())?;
             tracing::info!("HTTP API on http://{}", server.local_addr());
@@ -654,18 +627,7 @@ impl Backend for AgentBackend {
     }
 
     async fn peers(&self) -> std::result::Result<Vec<Peer>, ApiError> {
-        let peers = self
-            .0
-            .transport
-            .connected_peers()
-            .await
-            .map_err(|e| ApiError::Unavailable(e.to_string()))?;
-        Ok(peers
-            .into_iter()
-            .map(|p| Peer {
-                peer_id: p.to_string(),
-            })
-            .collect())
+        node::api::peers(&self.0.transport).await
     }
 
     async fn submit(

@@ -61,7 +61,7 @@ use crate::consensus;
 use crate::error::{Error, Result};
 
 pub mod agents;
-mod api;
+pub(crate) mod api;
 pub mod config;
 pub mod genesis;
 pub mod membership;
@@ -378,10 +378,6 @@ pub fn start(config: Config) -> Result<(NodeHandle, NodeJoin)> {
     check_ports(&config.listen)?;
 
     let seed = identity.signing_key().seed();
-    let keypair = mesh_transport::keypair_from_seed(&seed).map_err(|source| Error::Transport {
-        what: "deriving the node key",
-        source,
-    })?;
     let mut transport_config = mesh_transport::Config::default();
     transport_config.listen = config.listen.clone();
     transport_config.bootstrap = config.bootstrap.clone();
@@ -440,18 +436,7 @@ pub fn start(config: Config) -> Result<(NodeHandle, NodeJoin)> {
         }
         None => None,
     };
-    let (transport, mut events) = {
-        let _entered = runtime.enter();
-        Transport::spawn(keypair, transport_config).map_err(|source| match source {
-            mesh_transport::Error::Listen { addr, detail } if detail.contains("in use") => {
-                Error::AddressInUse { addr }
-            }
-            source => Error::Transport {
-                what: "starting",
-                source,
-            },
-        })?
-    };
+    let (transport, mut events) = spawn_transport(&runtime, &seed, transport_config)?;
     let peer = transport.peer_id();
     tracing::info!(%peer, %did, "node started");
 
@@ -832,6 +817,29 @@ pub(crate) fn write_new(path: &Path, data: &[u8], mode: u32) -> Result<()> {
 }
 
 /// Writes a public file, replacing any earlier one.
+/// Starts the transport on `runtime` with the peer key of Ed25519 `seed`, telling a listen
+/// port in use apart.
+pub(crate) fn spawn_transport(
+    runtime: &tokio::runtime::Handle,
+    seed: &[u8; 32],
+    config: mesh_transport::Config,
+) -> Result<(Transport, mpsc::Receiver<Event>)> {
+    let keypair = mesh_transport::keypair_from_seed(seed).map_err(|source| Error::Transport {
+        what: "deriving the peer key",
+        source,
+    })?;
+    let _entered = runtime.enter();
+    Transport::spawn(keypair, config).map_err(|source| match source {
+        mesh_transport::Error::Listen { addr, detail } if detail.contains("in use") => {
+            Error::AddressInUse { addr }
+        }
+        source => Error::Transport {
+            what: "starting",
+            source,
+        },
+    })
+}
+
 /// A client of the HTTP API of the node or agent running in `data_dir` (its
 /// [`API_ADDR_FILE`] names the address), or at `api_url` (`host:port`) if given; with the
 /// bearer token from `MESH_API_TOKEN` if set.

@@ -136,17 +136,7 @@ impl Backend for NodeBackend {
     }
 
     async fn peers(&self) -> Result<Vec<Peer>, ApiError> {
-        let peers = self
-            .transport
-            .connected_peers()
-            .await
-            .map_err(transport_error)?;
-        Ok(peers
-            .into_iter()
-            .map(|p| Peer {
-                peer_id: p.to_string(),
-            })
-            .collect())
+        peers(&self.transport).await
     }
 
     async fn submit(&self, payload: Vec<u8>) -> Result<Receipt, ApiError> {
@@ -214,11 +204,22 @@ impl Backend for NodeBackend {
     }
 }
 
+/// The peers `transport` is connected to now.
+pub(crate) async fn peers(transport: &Transport) -> Result<Vec<Peer>, ApiError> {
+    let peers = transport.connected_peers().await.map_err(transport_error)?;
+    Ok(peers
+        .into_iter()
+        .map(|p| Peer {
+            peer_id: p.to_string(),
+        })
+        .collect())
+}
+
 /// Starts the API server for `backend` on `addr`.
-pub(crate) fn serve(
+pub(crate) fn serve<B: Backend>(
     addr: std::net::SocketAddr,
     token: Option<String>,
-    backend: Arc<NodeBackend>,
+    backend: Arc<B>,
 ) -> crate::Result<mesh_api::Server> {
     let listener = mesh_api::bind(addr).map_err(|e| match e {
         mesh_api::BindError::InUse { addr } => Error::AddressInUse {
