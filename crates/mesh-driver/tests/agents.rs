@@ -150,6 +150,14 @@ async fn agents_register_through_consensus_and_talk_end_to_end_exactly_once() {
             .await
             .unwrap();
     }
+    // Bob comes back on another port: Alice's messages find him there (the transport looks
+    // the peer up through the node it shares with him).
+    let mut bob_config = bob_config;
+    bob_config.listen = vec![
+        format!("/ip4/127.0.0.1/tcp/{}", free_port())
+            .parse()
+            .unwrap(),
+    ];
     let (bob, bob_join) = agent::start(bob_config, options("bob")).unwrap();
     let mut bob_events = bob.events();
     received(&mut bob_events, 3).await;
