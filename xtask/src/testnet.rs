@@ -170,6 +170,7 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     // One node's event stream, counted while the scenario runs.
     let watching = AtomicBool::new(true);
     let events = AtomicUsize::new(0);
+    let alerts = Mutex::new(Vec::new());
     let watched = o.nodes - 1;
     let watch_client = mesh.nodes[watched].client();
     let mut phases = Vec::new();
@@ -177,7 +178,7 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     let mut killed = None;
     let mut detection: Option<Detection> = None;
     std::thread::scope(|s| -> Result<()> {
-        let watcher = s.spawn(|| count_blocks(&watch_client, &watching, &events));
+        let watcher = s.spawn(|| count_blocks(&watch_client, &watching, &events, &alerts));
         let result = (|| -> Result<()> {
             let all: Vec<usize> = (0..o.nodes).collect();
             if !o.chaos {
@@ -369,10 +370,19 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
             None => String::new(),
         }
     );
+    let alerts = alerts.into_inner().unwrap_or_else(|p| p.into_inner());
     println!(
-        "  events: node {watched}'s WebSocket stream reported {} committed blocks",
-        events.load(Ordering::Relaxed)
+        "  events: node {watched}'s WebSocket stream reported {} committed blocks{}",
+        events.load(Ordering::Relaxed),
+        if alerts.is_empty() {
+            String::new()
+        } else {
+            format!(" and the alerts: {}", alerts.join(", "))
+        }
     );
+    if killed.is_some() && !alerts.iter().any(|a| a == "peer-down fired") {
+        bail!("node {watched} raised no peer-down alert although a node was killed");
+    }
     if let (Some(d), Some(k)) = (&detection, killed) {
         println!(
             "  membership (SWIM): node {} suspected the killed node {k} after {}, declared it dead after {}, saw it alive again {} after its restart",
@@ -489,14 +499,27 @@ fn wait_formed(mesh: &mut Mesh, which: &[usize]) -> Result<()> {
     }
 }
 
-/// Counts `block_committed` events on `client`'s stream until `watching` turns false.
-fn count_blocks(client: &Client, watching: &AtomicBool, count: &AtomicUsize) -> Result<()> {
+/// Counts `block_committed` events on `client`'s stream, and records its alerts (`name
+/// state`), until `watching` turns false.
+fn count_blocks(
+    client: &Client,
+    watching: &AtomicBool,
+    count: &AtomicUsize,
+    alerts: &Mutex<Vec<String>>,
+) -> Result<()> {
     let mut stream = client.events().context("opening the event stream")?;
     stream.set_timeout(Duration::from_millis(500))?;
     while watching.load(Ordering::Relaxed) {
         match stream.next_event() {
             Ok(Some(Event::BlockCommitted { .. })) => {
                 count.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(Some(Event::Alert { name, state, .. })) => {
+                println!("  alert on the watched node: {name} {state}");
+                alerts
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(format!("{name} {state}"));
             }
             Ok(Some(_)) => {}
             Ok(None) => bail!("the event stream closed early"),

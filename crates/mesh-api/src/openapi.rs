@@ -194,9 +194,9 @@ fn schemas() -> Value {
         "Messages": {"type": "object", "required": ["messages", "total"], "properties": {
             "messages": {"type": "array", "items": schema("MessageView")}, "total": int}},
         "Event": {"type": "object", "required": ["type"], "properties": {
-            "type": {"enum": ["peer_up", "peer_down", "block_committed", "member", "message_received", "lagged"]},
+            "type": {"enum": ["peer_up", "peer_down", "block_committed", "member", "alert", "message_received", "lagged"]},
             "peer_id": string, "height": int, "view": int, "requests": int, "executed": int,
-            "state": string, "incarnation": int,
+            "state": string, "incarnation": int, "name": string, "value": {"type": "number"},
             "id": string, "from": string, "kind": string, "seq": int, "missed": int}}
     })
 }

@@ -230,7 +230,7 @@ pub enum MessageBox {
 
 /// An event on the `GET /v1/events` WebSocket: one JSON text message each, tagged by
 /// `type`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Event {
     /// A peer connected.
@@ -262,6 +262,15 @@ pub enum Event {
         state: String,
         /// The incarnation the change is about.
         incarnation: u64,
+    },
+    /// An alert rule of the node fired or resolved.
+    Alert {
+        /// The rule, such as `peer-down`.
+        name: String,
+        /// `fired` or `resolved`.
+        state: String,
+        /// The watched gauge's value at that moment.
+        value: f64,
     },
     /// An agent received (decrypted and verified) a message.
     MessageReceived {

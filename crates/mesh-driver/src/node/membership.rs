@@ -12,13 +12,16 @@
 //! if it is the primary and the replica is waiting for it.
 //!
 //! Changes go to the API's event stream (`member` events) and the view to
-//! `GET /v1/members`.
+//! `GET /v1/members`. Two alert rules (`mesh_fault::health`) watch the view: `peer-suspected`
+//! (a member suspected for 5 s) and `peer-down` (a member declared dead); they fire and
+//! resolve as `alert` events on the stream and in the log.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 
 use mesh_crypto::ed25519::{Signature, SigningKey, VerifyingKey};
+use mesh_fault::health::{Alerts, Condition, Rule};
 use mesh_fault::membership::{self, Membership, State};
 use mesh_transport::{InboundRequest, Transport};
 use mesh_types::NodeId;
@@ -147,6 +150,13 @@ pub(crate) async fn run(
     for s in seeds.into_iter().filter(|s| *s != me) {
         core.add_seed(s, clock.now());
     }
+    let mut alerts = match alert_rules() {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::warn!(error = %e, "membership alerts cannot start");
+            return;
+        }
+    };
     loop {
         // Outputs first: messages to send, then view changes.
         while let Some(t) = core.poll_transmit() {
@@ -178,7 +188,7 @@ pub(crate) async fn run(
             publish(&e, &events);
         }
         if changed {
-            let view = core
+            let view: BTreeMap<String, View> = core
                 .members()
                 .map(|m| {
                     let peer = consensus::peer_id(&m.id)
@@ -192,9 +202,25 @@ pub(crate) async fn run(
                     )
                 })
                 .collect();
+            let count = |state: &str| view.values().filter(|v| v.state == state).count() as f64;
+            alerts.observe("suspected_members", count("suspected"), clock.now());
+            alerts.observe("dead_members", count("dead"), clock.now());
             *shared.members.write().unwrap_or_else(|p| p.into_inner()) = view;
         }
-        let deadline = core.poll_timeout().map(|t| clock.deadline(t));
+        while let Some(a) = alerts.poll_event() {
+            let state = if a.fired { "fired" } else { "resolved" };
+            tracing::warn!(alert = %a.rule, state, value = a.value, "alert");
+            let _ = events.send(mesh_api::types::Event::Alert {
+                name: a.rule,
+                state: state.to_owned(),
+                value: a.value,
+            });
+        }
+        let deadline = [core.poll_timeout(), alerts.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min()
+            .map(|t| clock.deadline(t));
         tokio::select! {
             r = requests.recv() => match r {
                 Some(request) => {
@@ -213,7 +239,10 @@ pub(crate) async fn run(
                     Some(d) => tokio::time::sleep_until(d).await,
                     None => std::future::pending().await,
                 }
-            } => core.handle_timeout(clock.now()),
+            } => {
+                core.handle_timeout(clock.now());
+                alerts.handle_timeout(clock.now());
+            }
             _ = stop.changed() => break,
         }
     }
@@ -238,6 +267,22 @@ pub(crate) async fn run(
     for s in sends {
         let _ = s.await;
     }
+}
+
+/// The node's membership alerts: a peer suspected for 5 s, a peer declared dead.
+fn alert_rules() -> mesh_fault::Result<Alerts> {
+    let at_least_one = Condition::Above {
+        fire: 1.0,
+        clear: 1.0,
+    };
+    Alerts::new(
+        vec![
+            Rule::new("peer-suspected", "suspected_members", at_least_one)
+                .fire_after(std::time::Duration::from_secs(5)),
+            Rule::new("peer-down", "dead_members", at_least_one),
+        ],
+        64,
+    )
 }
 
 fn publish(e: &membership::Event, events: &broadcast::Sender<mesh_api::types::Event>) {
