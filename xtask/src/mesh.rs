@@ -102,6 +102,8 @@ pub(crate) struct Mesh {
     /// The `mesh-coordinator` binary and process (an observer of the genesis).
     coordinator_bin: PathBuf,
     pub(crate) coordinator: Node,
+    /// `MESH_ALERT_WEBHOOK` given to every node started from now on.
+    pub(crate) alert_webhook: Option<String>,
     keep: bool,
 }
 
@@ -201,6 +203,7 @@ impl Mesh {
             nodes,
             coordinator_bin: coordinator_bin.to_owned(),
             coordinator,
+            alert_webhook: None,
             keep: false,
         })
     }
@@ -214,6 +217,9 @@ impl Mesh {
             .arg(&node.dir)
             .arg("--genesis")
             .arg(&self.genesis);
+        if let Some(w) = &self.alert_webhook {
+            c.env("MESH_ALERT_WEBHOOK", w);
+        }
         node.spawn(c, "node.log", &format!("node {i}"))
     }
 

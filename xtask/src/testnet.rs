@@ -151,6 +151,8 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         &data.join("mesh"),
         o.nodes,
     )?;
+    let webhook = Webhook::start()?;
+    mesh.alert_webhook = Some(webhook.url.clone());
     let started = now();
     for i in 0..o.nodes {
         mesh.start(i)?;
@@ -383,6 +385,14 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     if killed.is_some() && !alerts.iter().any(|a| a == "peer-down fired") {
         bail!("node {watched} raised no peer-down alert although a node was killed");
     }
+    let posted = webhook.received();
+    println!(
+        "  alert webhook: {} alerts posted by the nodes",
+        posted.len()
+    );
+    if killed.is_some() && !posted.iter().any(|b| b.contains("\"peer-down\"")) {
+        bail!("no node posted a peer-down alert to the webhook although a node was killed");
+    }
     if let (Some(d), Some(k)) = (&detection, killed) {
         println!(
             "  membership (SWIM): node {} suspected the killed node {k} after {}, declared it dead after {}, saw it alive again {} after its restart",
@@ -412,6 +422,56 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
          (README, \"Status\")."
     );
     Ok(())
+}
+
+/// A minimal HTTP endpoint on loopback that records the bodies the nodes post to
+/// `MESH_ALERT_WEBHOOK` and answers 204.
+struct Webhook {
+    url: String,
+    bodies: std::sync::Arc<Mutex<Vec<String>>>,
+}
+
+impl Webhook {
+    fn start() -> Result<Self> {
+        use std::io::{BufRead as _, Read as _, Write as _};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").context("webhook listener")?;
+        let url = format!("http://{}/alerts", listener.local_addr()?);
+        let bodies = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let sink = bodies.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut reader = std::io::BufReader::new(&stream);
+                let mut length = 0usize;
+                let mut line = String::new();
+                while reader.read_line(&mut line).is_ok_and(|n| n > 0) {
+                    if line == "\r\n" {
+                        break;
+                    }
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        length = v.trim().parse().unwrap_or(0).min(64 * 1024);
+                    }
+                    line.clear();
+                }
+                let mut body = vec![0; length];
+                if reader.read_exact(&mut body).is_ok() {
+                    sink.lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(String::from_utf8_lossy(&body).into_owned());
+                }
+                let _ =
+                    (&stream).write_all(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n");
+            }
+        });
+        Ok(Self { url, bodies })
+    }
+
+    fn received(&self) -> Vec<String> {
+        self.bodies
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
 }
 
 /// When one node's membership view noticed the killed primary (seconds after the kill, and

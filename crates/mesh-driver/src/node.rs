@@ -484,6 +484,7 @@ pub fn start(config: Config) -> Result<(NodeHandle, NodeJoin)> {
         members.clone(),
         events_tx.clone(),
         consensus.as_ref().map(|(h, _)| h.clone()),
+        config.alert_webhook.clone(),
         stop.clone(),
     ));
     if let Some((h, _)) = &consensus {

@@ -229,6 +229,42 @@ fn unknown_keys_and_bad_values_are_refused_by_name() {
 }
 
 #[test]
+fn an_alert_webhook_must_be_a_plain_http_url_with_a_port() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(
+        Config::load(&in_dir(dir.path()), no_env)
+            .unwrap()
+            .alert_webhook
+            .is_none()
+    );
+    let ok = env_of(&[("MESH_ALERT_WEBHOOK", "http://127.0.0.1:9093/alerts")]);
+    let c = Config::load(&in_dir(dir.path()), &ok).unwrap();
+    assert_eq!(
+        c.alert_webhook.as_deref(),
+        Some("http://127.0.0.1:9093/alerts")
+    );
+    for bad in [
+        "https://example.org/hook",
+        "http://no-port/hook",
+        "127.0.0.1:9093",
+    ] {
+        let given = [("MESH_ALERT_WEBHOOK", bad)];
+        let vars = env_of(&given);
+        let e = Config::load(&in_dir(dir.path()), &vars).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::Setting {
+                    key: "alert_webhook",
+                    ..
+                }
+            ),
+            "{bad}: {e}"
+        );
+    }
+}
+
+#[test]
 fn the_api_defaults_to_loopback_and_needs_a_token_beyond_it() {
     let dir = tempfile::tempdir().unwrap();
     let c = Config::load(&in_dir(dir.path()), no_env).unwrap();

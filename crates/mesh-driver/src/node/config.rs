@@ -58,6 +58,8 @@ pub mod env {
     pub const API: &str = "MESH_API";
     /// The bearer token the HTTP API requires (required beyond loopback).
     pub const API_TOKEN: &str = "MESH_API_TOKEN";
+    /// Where alerts are posted as JSON (`http://host:port/path`).
+    pub const ALERT_WEBHOOK: &str = "MESH_ALERT_WEBHOOK";
 }
 
 /// Everything a node needs to run. [`Config::default`] works as it is; [`Config::load`]
@@ -92,6 +94,10 @@ pub struct Config {
     /// The bearer token every API request must carry. Set from [`env::API_TOKEN`]; never
     /// from a file.
     pub api_token: Option<String>,
+    /// Where the node posts its alerts as JSON, `http://host:port/path` (plain HTTP, for a
+    /// local relay such as Alertmanager's webhook receiver). Set from
+    /// [`env::ALERT_WEBHOOK`]. Default none.
+    pub alert_webhook: Option<String>,
     /// The coordinator role (set by `mesh-coordinator`, not read from the file): the node
     /// serves as a circuit relay for peers behind NATs and announces its listen addresses as
     /// reachable, so agents and nodes can join through it. Default off.
@@ -110,6 +116,7 @@ impl Default for Config {
             protection: None,
             api: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
             api_token: None,
+            alert_webhook: None,
             coordinator: false,
         }
     }
@@ -153,6 +160,24 @@ struct FileSettings {
     genesis: Option<PathBuf>,
     log: Option<String>,
     api: Option<String>,
+}
+
+/// Splits `http://host:port/path` into the address and the path.
+pub fn parse_webhook(url: &str) -> std::result::Result<(String, String), String> {
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("{url:?}: use http://host:port/path (plain HTTP)"))?;
+    let (addr, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let port_ok = addr
+        .rsplit_once(':')
+        .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
+    if !port_ok {
+        return Err(format!("{url:?}: the address needs a host and a port"));
+    }
+    Ok((addr.to_owned(), path.to_owned()))
 }
 
 impl Config {
@@ -249,6 +274,14 @@ impl Config {
         }
         if let Some(t) = given(env::API_TOKEN) {
             config.api_token = Some(t);
+        }
+        if let Some(w) = given(env::ALERT_WEBHOOK) {
+            parse_webhook(&w).map_err(|detail| Error::Setting {
+                key: "alert_webhook",
+                origin: env::ALERT_WEBHOOK.into(),
+                detail,
+            })?;
+            config.alert_webhook = Some(w);
         }
 
         if let Some(d) = &flags.data_dir {

@@ -124,8 +124,11 @@ pub(crate) async fn run(
     shared: Arc<Shared>,
     events: broadcast::Sender<mesh_api::types::Event>,
     consensus: Option<consensus::Handle>,
+    webhook: Option<String>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let webhook = webhook.and_then(|w| super::config::parse_webhook(&w).ok());
+    let posting = Arc::new(tokio::sync::Semaphore::new(WEBHOOK_IN_FLIGHT));
     let me = NodeId(key.verifying_key().to_bytes());
     let clock = Clock::start();
     let config = membership::Config {
@@ -210,6 +213,9 @@ pub(crate) async fn run(
         while let Some(a) = alerts.poll_event() {
             let state = if a.fired { "fired" } else { "resolved" };
             tracing::warn!(alert = %a.rule, state, value = a.value, "alert");
+            if let Some((addr, path)) = &webhook {
+                post_alert(addr, path, &posting, me, &a.rule, state, a.value);
+            }
             let _ = events.send(mesh_api::types::Event::Alert {
                 name: a.rule,
                 state: state.to_owned(),
@@ -267,6 +273,40 @@ pub(crate) async fn run(
     for s in sends {
         let _ = s.await;
     }
+}
+
+/// Webhook posts in flight at once; alerts beyond it are not posted (they stay on the event
+/// stream and in the log).
+const WEBHOOK_IN_FLIGHT: usize = 4;
+
+/// Posts one alert to the webhook at `addr` `path` as JSON, in the background.
+fn post_alert(
+    addr: &str,
+    path: &str,
+    posting: &Arc<tokio::sync::Semaphore>,
+    me: NodeId,
+    name: &str,
+    state: &str,
+    value: f64,
+) {
+    let Ok(permit) = posting.clone().try_acquire_owned() else {
+        tracing::warn!(alert = %name, "alert webhook busy: not posted");
+        return;
+    };
+    let node = consensus::peer_id(&me).map_or_else(|_| me.to_string(), |p| p.to_string());
+    let body = serde_json::json!({ "alert": name, "state": state, "value": value, "node": node })
+        .to_string();
+    let client = mesh_api::client::Client::new(addr.to_owned())
+        .with_timeout(std::time::Duration::from_secs(5));
+    let path = path.to_owned();
+    tokio::task::spawn_blocking(move || {
+        match client.request("POST", &path, Some(body.as_bytes())) {
+            Ok(r) if r.status < 300 => {}
+            Ok(r) => tracing::warn!(status = r.status, "the alert webhook refused an alert"),
+            Err(e) => tracing::warn!(error = %e, "cannot post an alert to the webhook"),
+        }
+        drop(permit);
+    });
 }
 
 /// The node's membership alerts: a peer suspected for 5 s, a peer declared dead.
