@@ -12,26 +12,14 @@ use mesh_api::types::{Event, MessageBox};
 use mesh_driver::agent::{self, AgentOptions};
 use mesh_driver::node::genesis::{self, PublicInfo, Settings};
 use mesh_driver::node::{self, Config, Multiaddr};
-use mesh_identity::Protection;
+
+mod common;
+use common::free_port;
 
 const WAIT: Duration = Duration::from_secs(60);
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn config(dir: &Path, port: u16) -> Config {
-    Config {
-        data_dir: dir.to_owned(),
-        listen: vec![format!("/ip4/127.0.0.1/tcp/{port}").parse().unwrap()],
-        mdns: false,
-        protection: Some(Protection::passphrase("agents test")),
-        ..Config::default()
-    }
+    common::loopback_config(dir, port)
 }
 
 /// Waits for `n` `message_received` events.

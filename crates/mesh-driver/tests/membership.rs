@@ -9,23 +9,13 @@ use std::time::Duration;
 
 use mesh_api::types::Member;
 use mesh_driver::node::{self, Config};
-use mesh_identity::Protection;
+
+mod common;
 
 const WAIT: Duration = Duration::from_secs(60);
 
 fn config(dir: &Path) -> Config {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    Config {
-        data_dir: dir.to_owned(),
-        listen: vec![format!("/ip4/127.0.0.1/tcp/{port}").parse().unwrap()],
-        mdns: false,
-        protection: Some(Protection::passphrase("membership test")),
-        ..Config::default()
-    }
+    common::loopback_config(dir, common::free_port())
 }
 
 /// Waits until `check` holds for the members `api` lists.
