@@ -202,7 +202,10 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
             let killed_at = now();
             mesh.kill9(primary)?;
             killed = Some(primary);
-            let detector = s.spawn(move || watch_member(&observer, &victim, "dead"));
+            let detector = {
+                let victim = victim.clone();
+                s.spawn(move || watch_member(&observer, &victim, "dead"))
+            };
             let load = drive(&mesh, &others, third, third, "primary down")?;
             let new_view = mesh.nodes[others[0]]
                 .client()
@@ -225,6 +228,21 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
                 others[0],
                 secs(suspected),
                 secs(dead)
+            );
+            // The death spreads by gossip; restarting the node before every survivor heard
+            // it would let some of them see only a refuted suspicion (and raise no alert).
+            for &i in &others {
+                let (_, seen) = watch_member(&mesh.nodes[i].client(), &victim, "dead");
+                if seen.is_none() {
+                    bail!(
+                        "node {i} did not declare the killed node {primary} dead within 30 s; its log ends:\n{}",
+                        mesh.log_tail(i, 20)
+                    );
+                }
+            }
+            println!(
+                "every survivor holds node {primary} dead {:.1}s after the kill",
+                killed_at.elapsed().as_secs_f64()
             );
 
             println!("\n==> restarting node {primary}");
