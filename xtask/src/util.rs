@@ -79,6 +79,8 @@ pub(crate) fn run_test(args: &[String]) -> Result<()> {
     println!("\n==> data sets the tests need (cargo xtask data)");
     let digits = crate::data::ensure_digits().context("cargo xtask data")?;
     println!("data: present: {}", digits.display());
+    let mnist = crate::data::ensure_mnist().context("cargo xtask data")?;
+    println!("data: present: {}", mnist.display());
 
     println!("\n==> models the tests need (cargo xtask models)");
     let minilm = crate::models::ensure_minilm().context("cargo xtask models")?;

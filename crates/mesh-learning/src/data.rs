@@ -17,6 +17,15 @@ pub const DIGITS_CLASSES: usize = 10;
 /// 32x32 bitmap).
 pub const DIGITS_MAX_PIXEL: f32 = 16.0;
 
+/// Side of an MNIST image in pixels.
+pub const MNIST_SIDE: usize = 28;
+/// Features of an MNIST image: 28x28 pixels.
+pub const MNIST_FEATURES: usize = MNIST_SIDE * MNIST_SIDE;
+/// Most images an MNIST file may hold (the original set has 70,000).
+pub const MNIST_MAX_SAMPLES: usize = 70_000;
+/// The first bytes of the MNIST file `cargo xtask data` writes.
+pub const MNIST_MAGIC: &[u8; 8] = b"AGMNIST1";
+
 /// Features and labels of a classification data set.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Dataset {
@@ -132,6 +141,57 @@ impl Dataset {
             ));
         }
         Self::new(features, labels, DIGITS_FEATURES, DIGITS_CLASSES)
+    }
+
+    /// Parses the MNIST file `cargo xtask data` writes (`mnist.bin`, converted from a registry
+    /// package that ships MNIST digits): [`MNIST_MAGIC`], the image count (`u32`
+    /// little-endian), the height and width (one byte each, both 28), then per image its
+    /// label (one byte, `0..=9`) and its 784 pixels (one byte each, row-major, `0..=255`).
+    /// Pixels are scaled to `[0, 1]`. A wrong magic, size, count or label is an error.
+    pub fn mnist_from_bytes(bytes: &[u8]) -> Result<Self> {
+        const WHAT: &str = "mnist file";
+        let malformed = |detail: String| Error::Malformed {
+            what: WHAT,
+            line: 0,
+            detail,
+        };
+        let header = MNIST_MAGIC.len() + 6;
+        if bytes.len() < header || &bytes[..MNIST_MAGIC.len()] != MNIST_MAGIC {
+            return Err(malformed("not an agentmesh MNIST file (bad magic)".into()));
+        }
+        let mut count = [0u8; 4];
+        count.copy_from_slice(&bytes[8..12]);
+        let count = u32::from_le_bytes(count) as usize;
+        let (rows, cols) = (bytes[12] as usize, bytes[13] as usize);
+        if rows != MNIST_SIDE || cols != MNIST_SIDE {
+            return Err(malformed(format!(
+                "images of {rows}x{cols}, expected {MNIST_SIDE}x{MNIST_SIDE}"
+            )));
+        }
+        if count == 0 || count > MNIST_MAX_SAMPLES {
+            return Err(malformed(format!(
+                "{count} images, expected 1..={MNIST_MAX_SAMPLES}"
+            )));
+        }
+        let record = 1 + MNIST_FEATURES;
+        if bytes.len() - header != count * record {
+            return Err(malformed(format!(
+                "{} bytes of images, expected {} for {count}",
+                bytes.len() - header,
+                count * record
+            )));
+        }
+        let mut features = Vec::with_capacity(count * MNIST_FEATURES);
+        let mut labels = Vec::with_capacity(count);
+        for (i, image) in bytes[header..].chunks_exact(record).enumerate() {
+            let label = image[0];
+            if usize::from(label) >= DIGITS_CLASSES {
+                return Err(malformed(format!("image {i} has label {label}")));
+            }
+            labels.push(u32::from(label));
+            features.extend(image[1..].iter().map(|&p| f32::from(p) / 255.0));
+        }
+        Self::new(features, labels, MNIST_FEATURES, DIGITS_CLASSES)
     }
 
     /// Number of rows.
@@ -309,6 +369,57 @@ impl Dataset {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An MNIST file of `n` images (pixel `p` of image `i` is `(i + p) % 256`).
+    fn mnist(n: usize) -> Vec<u8> {
+        let mut out = MNIST_MAGIC.to_vec();
+        out.extend_from_slice(&(n as u32).to_le_bytes());
+        out.extend_from_slice(&[28, 28]);
+        for i in 0..n {
+            out.push((i % 10) as u8);
+            out.extend((0..MNIST_FEATURES).map(|p| ((i + p) % 256) as u8));
+        }
+        out
+    }
+
+    #[test]
+    fn mnist_files_parse_and_bad_ones_are_refused() {
+        let d = Dataset::mnist_from_bytes(&mnist(12)).expect("a valid file");
+        assert_eq!((d.len(), d.dim(), d.classes()), (12, MNIST_FEATURES, 10));
+        assert_eq!(d.labels()[11], 1);
+        assert_eq!(d.row(1).expect("row")[0], 1.0 / 255.0);
+        assert_eq!(d.row(0).expect("row")[255], 1.0);
+        let good = mnist(3);
+        let mut bad_magic = good.clone();
+        bad_magic[0] = b'X';
+        let mut bad_label = good.clone();
+        bad_label[14] = 10;
+        let mut bad_side = good.clone();
+        bad_side[12] = 27;
+        let mut huge = good.clone();
+        huge[8..12].copy_from_slice(&u32::MAX.to_le_bytes());
+        let mut empty = good.clone();
+        empty[8..12].copy_from_slice(&0u32.to_le_bytes());
+        empty.truncate(14);
+        for (name, bytes) in [
+            ("magic", bad_magic),
+            ("label", bad_label),
+            ("side", bad_side),
+            ("count", huge),
+            ("empty", empty),
+            ("truncated", good[..good.len() - 1].to_vec()),
+            ("trailing", [good.as_slice(), &[0]].concat()),
+            ("header only", good[..10].to_vec()),
+        ] {
+            assert!(
+                matches!(
+                    Dataset::mnist_from_bytes(&bytes),
+                    Err(Error::Malformed { .. })
+                ),
+                "{name}"
+            );
+        }
+    }
 
     /// A small synthetic digits file: `n` lines of 64 pixels and a label.
     fn csv(n: usize) -> String {

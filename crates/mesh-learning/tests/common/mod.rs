@@ -19,6 +19,7 @@ pub(crate) fn data_dir() -> PathBuf {
 }
 
 /// The 8x8 digits; panics with what to run when the file is missing.
+#[allow(dead_code)] // not every test binary reads the digits
 pub(crate) fn digits() -> Dataset {
     let path = data_dir().join("digits.csv");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
@@ -29,4 +30,18 @@ pub(crate) fn digits() -> Dataset {
         )
     });
     Dataset::digits_from_csv(&text).expect("digits.csv is verified by hash; parsing must work")
+}
+
+/// The 10,000 MNIST digits; panics with what to run when the file is missing.
+#[allow(dead_code)] // not every test binary reads MNIST
+pub(crate) fn mnist() -> Dataset {
+    let path = data_dir().join("mnist.bin");
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| {
+        panic!(
+            "the MNIST digits are not at {} ({e}): run `cargo xtask data` to fetch and verify \
+             them (`cargo xtask test` does this first)",
+            path.display()
+        )
+    });
+    Dataset::mnist_from_bytes(&bytes).expect("mnist.bin is verified by hash; parsing must work")
 }
