@@ -299,17 +299,20 @@ pub fn top_k_indices(x: &[f32], k: usize, rng: &mut Rng) -> Vec<u32> {
     if k >= d {
         return (0..d as u32).collect();
     }
-    let sample = sample_magnitudes(d, rng, |i| x[i]);
+    let sample = sample_magnitudes(d, k, rng, |i| x[i]);
     finish_top_k(x, k, sample, None)
 }
 
-/// Magnitudes of about 1% of `d` coordinates (at least [`TopK::MIN_SAMPLE`]): runs of 16
-/// consecutive coordinates (one cache line of `f32`) at uniformly drawn aligned positions, so
-/// that sampling costs one memory access per 16 values rather than one per value; `value(i)`
-/// gives coordinate `i`.
-fn sample_magnitudes(d: usize, rng: &mut Rng, value: impl Fn(usize) -> f32) -> Vec<u32> {
+/// Magnitudes of a sample of `d` coordinates, for a threshold at about the `k`-th largest:
+/// 1% of them, or fewer when that is more than enough (the sample's `k`-th largest rank,
+/// scaled, is then at least [`SAMPLE_RANK`], about 5% relative error), and at least
+/// [`TopK::MIN_SAMPLE`]. Runs of 16 consecutive coordinates (one cache line of `f32`) at
+/// uniformly drawn aligned positions, so that sampling costs one memory access per 16 values
+/// rather than one per value; `value(i)` gives coordinate `i`.
+fn sample_magnitudes(d: usize, k: usize, rng: &mut Rng, value: impl Fn(usize) -> f32) -> Vec<u32> {
     const RUN: usize = 16;
-    let m = (d / 100).max(TopK::MIN_SAMPLE).min(d);
+    let enough = SAMPLE_RANK.saturating_mul(d) / k.max(1);
+    let m = (d / 100).min(enough).max(TopK::MIN_SAMPLE).min(d);
     let lines = d.div_ceil(RUN) as u64;
     let mut sample = Vec::with_capacity(m + RUN);
     while sample.len() < m {
@@ -321,6 +324,11 @@ fn sample_magnitudes(d: usize, rng: &mut Rng, value: impl Fn(usize) -> f32) -> V
     sample.truncate(m);
     sample
 }
+
+/// The rank (from the top) that the `k`-th largest coordinate has, scaled, in a sample big
+/// enough: its relative error is about `1 / sqrt(SAMPLE_RANK)`, well inside the 10% margin of
+/// [`initial_want`] (a second pass is needed in about 2% of calls).
+const SAMPLE_RANK: usize = 400;
 
 /// The rank within the sample of the first threshold tried: the k-th largest scaled to the
 /// sample, aimed 10% generous so that one pass usually collects a little more than `k`.
@@ -338,6 +346,38 @@ fn rank_threshold(sample: &mut [u32], want: usize) -> u32 {
     *t
 }
 
+/// Coordinates collected by a pass: their indices (increasing) and, alongside, their
+/// magnitudes, taken while the block was in cache so that trimming to `k` reads no
+/// coordinate again.
+#[derive(Debug, Default)]
+struct Candidates {
+    idx: Vec<u32>,
+    mags: Vec<u32>,
+}
+
+impl Candidates {
+    fn with_capacity(n: usize) -> Self {
+        Self {
+            idx: Vec::with_capacity(n),
+            mags: Vec::with_capacity(n),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.idx.len()
+    }
+
+    fn clear(&mut self) {
+        self.idx.clear();
+        self.mags.clear();
+    }
+
+    fn append(&mut self, other: &Self) {
+        self.idx.extend_from_slice(&other.idx);
+        self.mags.extend_from_slice(&other.mags);
+    }
+}
+
 /// Finishes a top-k selection from a sample of magnitudes: `first` is a pass already made
 /// (its threshold and what it collected). Lowers the threshold while too few are collected,
 /// trims the candidates to exactly `k`, and falls back to an exact select.
@@ -345,18 +385,17 @@ fn finish_top_k(
     x: &[f32],
     k: usize,
     mut sample: Vec<u32>,
-    first: Option<(u32, Vec<u32>)>,
+    first: Option<(u32, Candidates)>,
 ) -> Vec<u32> {
     let d = x.len();
     let m = sample.len();
     let mut want = initial_want(k, m, d);
-    let mut out = Vec::with_capacity(k + k / 2 + 64);
+    let mut out = Candidates::with_capacity(k + k / 2 + 64);
     let mut attempts = 0;
     if let Some((threshold, collected)) = first {
         out = collected;
         if out.len() >= k {
-            trim_to_k(x, &mut out, k);
-            return out;
+            return trim_to_k(out, k);
         }
         attempts = if threshold == 0 { 4 } else { 1 };
         want = (want * 4).min(m);
@@ -367,8 +406,7 @@ fn finish_top_k(
         out.clear();
         collect_at_least(x, threshold, &mut out);
         if out.len() >= k {
-            trim_to_k(x, &mut out, k);
-            return out;
+            return trim_to_k(out, k);
         }
         if threshold == 0 {
             break;
@@ -381,8 +419,7 @@ fn finish_top_k(
     let threshold = *t;
     out.clear();
     collect_at_least(x, threshold, &mut out);
-    trim_to_k(x, &mut out, k);
-    out
+    trim_to_k(out, k)
 }
 
 /// Blocks of this many coordinates are checked for a candidate first (a loop the compiler
@@ -419,7 +456,7 @@ fn block_reaches(block: &[f32], threshold: i32) -> bool {
 }
 
 /// Pushes the indices of `x` whose magnitude is at least `threshold`, in order.
-fn collect_at_least(x: &[f32], threshold: u32, out: &mut Vec<u32>) {
+fn collect_at_least(x: &[f32], threshold: u32, out: &mut Candidates) {
     let t = threshold.min(i32::MAX as u32) as i32;
     for (b, block) in x.chunks(SCAN_BLOCK).enumerate() {
         if block_reaches(block, t) {
@@ -428,85 +465,128 @@ fn collect_at_least(x: &[f32], threshold: u32, out: &mut Vec<u32>) {
     }
 }
 
+/// Vectors at least this long have their fused pass split over two threads: one core does
+/// not reach the memory bandwidth of this pass (two reads and a write per coordinate).
+const SPLIT_MIN: usize = 1 << 22;
+
+/// [`accumulate_and_collect`], over two threads for long vectors when the machine has two
+/// cores or more: each half (split at a block boundary) is added and scanned on its own, and
+/// the second half's candidates follow the first's, so the result is the same as one pass.
+fn accumulate_and_collect_split(
+    update: &[f32],
+    residual: &mut [f32],
+    threshold: u32,
+    out: &mut Candidates,
+) -> bool {
+    let d = residual.len();
+    static PARALLEL: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let parallel =
+        *PARALLEL.get_or_init(|| std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2));
+    if d < SPLIT_MIN || !parallel {
+        return accumulate_and_collect(update, residual, threshold, out, 0);
+    }
+    let mid = (d / 2).next_multiple_of(SCAN_BLOCK);
+    let (r0, r1) = residual.split_at_mut(mid);
+    let (u0, u1) = update.split_at(mid);
+    let mut second = Candidates::with_capacity(out.idx.capacity() / 2 + 64);
+    let (ok0, ok1) = std::thread::scope(|s| {
+        let other = s.spawn(|| accumulate_and_collect(u1, r1, threshold, &mut second, mid));
+        let ok0 = accumulate_and_collect(u0, r0, threshold, out, 0);
+        // The spawned pass cannot panic (no indexing out of bounds, no allocation failure
+        // that would not abort): a panic there is a bug, reported as a failed pass.
+        (ok0, other.join().unwrap_or(false))
+    });
+    out.append(&second);
+    ok0 && ok1
+}
+
 /// Adds `update` into `residual` and collects the indices at or above `threshold` in the same
 /// pass (the fused error-feedback pass of [`TopK`]); false if a sum is not finite.
+/// Indices are offset by `base`.
 fn accumulate_and_collect(
     update: &[f32],
     residual: &mut [f32],
     threshold: u32,
-    out: &mut Vec<u32>,
+    out: &mut Candidates,
+    base: usize,
 ) -> bool {
-    let t = threshold.min(i32::MAX as u32) as i32;
-    let mut bad = [0u32; LANES];
+    // A non-finite sum has a magnitude at or above NON_FINITE, so against a threshold clamped
+    // there it always counts as a hit: only the blocks looked into can hold one, and the hot
+    // loop needs no finiteness check of its own. (Clamping changes no finite hit: finite
+    // magnitudes are all below NON_FINITE.)
+    let t = threshold.min(NON_FINITE) as i32;
+    let mut finite = true;
     for (b, (r, u)) in residual
         .chunks_mut(SCAN_BLOCK)
         .zip(update.chunks(SCAN_BLOCK))
         .enumerate()
     {
-        // One pass: add, then check each sum lane-wise for a candidate and for finiteness.
+        // One pass: add, then check each sum lane-wise for a candidate.
         let mut hit = [0u32; LANES];
         let mut rc = r.chunks_exact_mut(LANES);
         let mut uc = u.chunks_exact(LANES);
         for (rs, us) in (&mut rc).zip(&mut uc) {
-            for ((rv, &uv), (h, bd)) in rs
-                .iter_mut()
-                .zip(us)
-                .zip(hit.iter_mut().zip(bad.iter_mut()))
-            {
+            for ((rv, &uv), h) in rs.iter_mut().zip(us).zip(hit.iter_mut()) {
                 *rv += uv;
                 *h |= reaches(*rv, t);
-                *bd |= u32::from(mag(*rv) >= NON_FINITE);
             }
         }
         for (rv, &uv) in rc.into_remainder().iter_mut().zip(uc.remainder()) {
             *rv += uv;
             hit[0] |= reaches(*rv, t);
-            bad[0] |= u32::from(mag(*rv) >= NON_FINITE);
         }
         if hit.iter().fold(0, |a, &h| a | h) != 0 {
-            push_block(r, b * SCAN_BLOCK, threshold, out);
+            finite &= r.iter().all(|&v| mag(v) < NON_FINITE);
+            push_block(r, base + b * SCAN_BLOCK, threshold, out);
         }
     }
-    bad.iter().fold(0, |a, &h| a | h) == 0
+    finite
 }
 
 /// Appends the indices (offset by `base`) of `block`'s magnitudes at or above `threshold`
 /// (a block that got here usually holds one or two). Branch-free: every index is written and
 /// the end advances only past the ones that qualify, since which ones do is unpredictable.
-fn push_block(block: &[f32], base: usize, threshold: u32, out: &mut Vec<u32>) {
+fn push_block(block: &[f32], base: usize, threshold: u32, out: &mut Candidates) {
     let start = out.len();
-    out.resize(start + block.len(), 0);
+    out.idx.resize(start + block.len(), 0);
+    out.mags.resize(start + block.len(), 0);
     let mut end = start;
     for (i, &v) in block.iter().enumerate() {
-        out[end] = (base + i) as u32;
-        end += usize::from(mag(v) >= threshold);
+        let m = mag(v);
+        out.idx[end] = (base + i) as u32;
+        out.mags[end] = m;
+        end += usize::from(m >= threshold);
     }
-    out.truncate(end);
+    out.idx.truncate(end);
+    out.mags.truncate(end);
 }
 
-/// Keeps the `k` largest magnitudes among `idx` (increasing; ties broken towards lower
-/// indices), preserving order.
-fn trim_to_k(x: &[f32], idx: &mut Vec<u32>, k: usize) {
-    if idx.len() <= k {
-        return;
+/// The indices of the `k` largest magnitudes among the candidates (increasing; ties broken
+/// towards lower indices).
+fn trim_to_k(c: Candidates, k: usize) -> Vec<u32> {
+    let Candidates { mut idx, mags } = c;
+    let n = idx.len();
+    if n <= k {
+        return idx;
     }
-    let mut mags: Vec<u32> = idx.iter().map(|&i| mag(x[i as usize])).collect();
-    let n = mags.len();
-    let (_, t, _) = mags.select_nth_unstable(n - k);
+    // The select works on a copy, so the magnitudes stay in `idx`'s order for the filter.
+    let mut order = mags.clone();
+    let (_, t, _) = order.select_nth_unstable(n - k);
     let kth = *t;
-    let above = mags[n - k..].iter().filter(|&&m| m > kth).count();
+    let above = order[n - k..].iter().filter(|&&m| m > kth).count();
     let mut ties = k - above;
-    idx.retain(|&i| {
-        let m = mag(x[i as usize]);
-        if m > kth {
-            true
-        } else if m == kth && ties > 0 {
+    let mut kept = 0;
+    for j in 0..n {
+        let m = mags[j];
+        let keep = m > kth || (m == kth && ties > 0);
+        if m == kth && keep {
             ties -= 1;
-            true
-        } else {
-            false
         }
-    });
+        idx[kept] = idx[j];
+        kept += usize::from(keep);
+    }
+    idx.truncate(kept);
+    idx
 }
 
 impl Compressor for TopK {
@@ -527,21 +607,25 @@ impl Compressor for TopK {
             top_k_indices(residual, k, rng)
         } else {
             // The sample is drawn from update + residual before the fused pass computes it.
-            let mut sample = sample_magnitudes(d, rng, |i| residual[i] + update[i]);
+            let mut sample = sample_magnitudes(d, k, rng, |i| residual[i] + update[i]);
             let want = initial_want(k, sample.len(), d);
             let threshold = rank_threshold(&mut sample, want);
-            let mut collected = Vec::with_capacity(k + k / 2 + 64);
-            if !accumulate_and_collect(update, residual, threshold, &mut collected) {
+            let mut collected = Candidates::with_capacity(k + k / 2 + 64);
+            if !accumulate_and_collect_split(update, residual, threshold, &mut collected) {
                 residual.iter_mut().for_each(|r| *r = 0.0);
                 return Err(Error::invalid("compression", "non-finite value in update"));
             }
             finish_top_k(residual, k, sample, Some((threshold, collected)))
         };
-        let bytes = encode_sparse(TAG_TOP_K, d, &idx, |i| residual[i], 1.0);
-        for &i in &idx {
-            residual[i as usize] = 0.0;
-        }
-        Ok(bytes)
+        // Each sent coordinate leaves the residual as it is encoded: one pass over the
+        // scattered coordinates instead of two.
+        Ok(encode_sparse(
+            TAG_TOP_K,
+            d,
+            &idx,
+            |i| std::mem::take(&mut residual[i]),
+            1.0,
+        ))
     }
 }
 
@@ -600,11 +684,13 @@ impl Compressor for RandomK {
         let idx = random_k_indices(d, k, rng);
         if self.error_feedback {
             accumulate(update, residual)?;
-            let bytes = encode_sparse(TAG_RANDOM_K, d, &idx, |i| residual[i], 1.0);
-            for &i in &idx {
-                residual[i as usize] = 0.0;
-            }
-            Ok(bytes)
+            Ok(encode_sparse(
+                TAG_RANDOM_K,
+                d,
+                &idx,
+                |i| std::mem::take(&mut residual[i]),
+                1.0,
+            ))
         } else {
             check_finite(update)?;
             let scale = if k == 0 { 1.0 } else { d as f32 / k as f32 };
@@ -617,7 +703,7 @@ fn encode_sparse(
     tag: u8,
     dim: usize,
     idx: &[u32],
-    value: impl Fn(usize) -> f32,
+    mut value: impl FnMut(usize) -> f32,
     scale: f32,
 ) -> Vec<u8> {
     let mut out = Vec::with_capacity(12 + idx.len() * 6);
@@ -929,6 +1015,73 @@ impl<'a> Reader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_split_fused_pass_equals_one_pass() {
+        for d in [SPLIT_MIN, SPLIT_MIN + 37] {
+            let update = gaussian(d, 3);
+            let start = gaussian(d, 4);
+            let threshold = mag(2.5);
+            let (mut one, mut two) = (start.clone(), start);
+            let (mut a, mut b) = (Candidates::default(), Candidates::default());
+            assert!(accumulate_and_collect(
+                &update, &mut one, threshold, &mut a, 0
+            ));
+            assert!(accumulate_and_collect_split(
+                &update, &mut two, threshold, &mut b
+            ));
+            assert_eq!(one, two);
+            assert_eq!((&a.idx, &a.mags), (&b.idx, &b.mags));
+            assert!(a.len() > 1000);
+            assert!(
+                a.idx
+                    .iter()
+                    .zip(&a.mags)
+                    .all(|(&i, &m)| m == mag(one[i as usize]))
+            );
+            // A non-finite sum anywhere is found, whatever the threshold (even one that is
+            // itself not finite).
+            for (at, v) in [
+                (d - 1, f32::INFINITY),
+                (5, f32::NAN),
+                (d / 2 + 3, f32::NEG_INFINITY),
+            ] {
+                for t in [threshold, mag(f32::INFINITY), u32::MAX >> 1] {
+                    let mut bad = update.clone();
+                    bad[at] = v;
+                    assert!(!accumulate_and_collect_split(
+                        &bad,
+                        &mut two.clone(),
+                        t,
+                        &mut b
+                    ));
+                    assert!(!accumulate_and_collect(
+                        &bad,
+                        &mut one.clone(),
+                        t,
+                        &mut a,
+                        0
+                    ));
+                }
+            }
+            // Through the compressor: the error, and a residual that stays usable.
+            let mut residual = vec![0.0; d];
+            let mut bad = update.clone();
+            bad[d - 7] = f32::NAN;
+            let mut rng = Rng::new(1);
+            assert!(
+                TopK { fraction: 0.01 }
+                    .compress(&update, &mut residual, &mut rng)
+                    .is_ok()
+            );
+            assert!(
+                TopK { fraction: 0.01 }
+                    .compress(&bad, &mut residual, &mut rng)
+                    .is_err()
+            );
+            assert!(residual.iter().all(|v| v.is_finite()));
+        }
+    }
 
     fn gaussian(d: usize, seed: u64) -> Vec<f32> {
         let mut rng = Rng::new(seed);
