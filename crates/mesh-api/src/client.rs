@@ -21,7 +21,7 @@ use serde::de::DeserializeOwned;
 
 use crate::types::{
     AgentInfo, ErrorBody, Event, Ledger, Member, MessageBox, MessageReceipt, Messages, NodeStatus,
-    Peer, Receipt, SendMessage, SubmitRequest,
+    Peer, Receipt, RunInfo, SendMessage, StartRun, SubmitRequest,
 };
 
 /// The largest response body read (64 MiB).
@@ -154,6 +154,16 @@ impl Client {
     /// `GET /v1/members` (a node).
     pub fn members(&self) -> Result<Vec<Member>, ClientError> {
         self.get("/v1/members")
+    }
+
+    /// `POST /v1/learning/runs` (a validator): starts a federated run.
+    pub fn start_run(&self, run: &StartRun) -> Result<RunInfo, ClientError> {
+        self.post("/v1/learning/runs", run)
+    }
+
+    /// `GET /v1/learning/runs/{id}` (a validator).
+    pub fn run(&self, id: &str) -> Result<RunInfo, ClientError> {
+        self.get(&format!("/v1/learning/runs/{id}"))
     }
 
     /// `GET /v1/agents` (a node).

@@ -34,6 +34,8 @@
 //! (no axum, no tokio).
 
 #![forbid(unsafe_code)]
+// The OpenAPI document is one `serde_json::json!` literal, deeper than the default limit.
+#![recursion_limit = "256"]
 
 pub mod client;
 pub mod types;

@@ -134,6 +134,26 @@ pub fn document() -> Value {
                         with(&["400", "404", "409", "413", "504"]))
                 }
             },
+            "/v1/learning/runs": {
+                "get": {
+                    "summary": "Federated runs this node knows of (served by validators)",
+                    "operationId": "runs",
+                    "responses": merge(json!({"200": ok("the runs", json!({"type": "array", "items": schema("RunInfo")}))}), with(&["404"]))
+                },
+                "post": {
+                    "summary": "Start a federated run over the validators through consensus; answers once its record executed",
+                    "operationId": "startRun",
+                    "requestBody": {"required": true, "content": {"application/json": {"schema": schema("StartRun")}}},
+                    "responses": merge(json!({"200": ok("the run, committed", schema("RunInfo"))}),
+                        with(&["400", "404", "409", "413", "503", "504"]))
+                }
+            },
+            "/v1/learning/runs/{id}": {"get": {
+                "summary": "One federated run (its id, or a prefix of at least 8 hex digits)",
+                "operationId": "run",
+                "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
+                "responses": merge(json!({"200": ok("the run", schema("RunInfo"))}), with(&["404"]))
+            }},
             "/v1/openapi.json": {"get": {
                 "summary": "This document",
                 "operationId": "openapi",
@@ -193,8 +213,23 @@ fn schemas() -> Value {
             "seq": int, "id": string, "peer": string, "kind": string, "timestamp_ms": int, "text": string, "hex": string}},
         "Messages": {"type": "object", "required": ["messages", "total"], "properties": {
             "messages": {"type": "array", "items": schema("MessageView")}, "total": int}},
+        "StartRun": {"type": "object", "additionalProperties": false, "properties": {
+            "model": {"enum": ["logistic", "mlp", "cnn"], "default": "mlp"},
+            "rounds": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 5},
+            "epochs": {"type": "integer", "minimum": 1, "maximum": 100, "default": 1},
+            "learning_rate": {"type": "number", "exclusiveMinimum": 0, "default": 0.1},
+            "top_k": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+            "seed": int,
+            "round_timeout_s": {"type": "integer", "minimum": 1, "maximum": 3600, "default": 30}}},
+        "RoundInfo": {"type": "object", "required": ["round", "model", "accuracy", "height"], "properties": {
+            "round": int, "model": string, "accuracy": {"type": "number"}, "height": int}},
+        "RunInfo": {"type": "object", "required": ["id", "model", "rounds", "roles", "height", "state", "finished_rounds"], "properties": {
+            "id": string, "model": string, "rounds": int, "roles": {"type": "array", "items": string},
+            "height": int, "state": {"enum": ["running", "finished", "failed"]}, "error": string,
+            "finished_rounds": {"type": "array", "items": schema("RoundInfo")}}},
         "Event": {"type": "object", "required": ["type"], "properties": {
-            "type": {"enum": ["peer_up", "peer_down", "block_committed", "member", "alert", "message_received", "lagged"]},
+            "type": {"enum": ["peer_up", "peer_down", "block_committed", "member", "alert", "message_received", "round_finished", "lagged"]},
+            "run": string, "round": int, "model": string, "accuracy": {"type": "number"},
             "peer_id": string, "height": int, "view": int, "requests": int, "executed": int,
             "state": string, "incarnation": int, "name": string, "value": {"type": "number"},
             "id": string, "from": string, "kind": string, "seq": int, "missed": int}}

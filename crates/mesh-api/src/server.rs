@@ -23,7 +23,7 @@ use tokio::sync::{Semaphore, broadcast, watch};
 
 use crate::types::{
     AgentInfo, ErrorBody, ErrorDetail, Event, Ledger, Member, MessageBox, MessageReceipt, Messages,
-    NodeStatus, Peer, Receipt, SendMessage, SubmitRequest,
+    NodeStatus, Peer, Receipt, RunInfo, SendMessage, StartRun, SubmitRequest,
 };
 
 /// What the routes ask of the node. The node library implements it over its consensus
@@ -57,6 +57,20 @@ pub trait Backend: Send + Sync + 'static {
     fn agents(&self) -> impl Future<Output = Result<Vec<AgentInfo>, ApiError>> + Send {
         std::future::ready(Err(ApiError::NotFound(
             "this server keeps no agent registry (ask a node)".into(),
+        )))
+    }
+    /// Starts a federated run through consensus and answers once its record has executed
+    /// (a validator); by default this server runs no federated learning.
+    fn start_run(&self, run: StartRun) -> impl Future<Output = Result<RunInfo, ApiError>> + Send {
+        let _ = run;
+        std::future::ready(Err(ApiError::NotFound(
+            "this server runs no federated learning (ask a validator node)".into(),
+        )))
+    }
+    /// The federated runs this node knows of, oldest first.
+    fn runs(&self) -> impl Future<Output = Result<Vec<RunInfo>, ApiError>> + Send {
+        std::future::ready(Err(ApiError::NotFound(
+            "this server runs no federated learning (ask a validator node)".into(),
         )))
     }
     /// Sends an end-to-end encrypted message to another agent (an agent); by default this
@@ -335,6 +349,8 @@ fn router<B: Backend>(
         .route("/v1/members", get(members::<B>))
         .route("/v1/agents", get(agents::<B>))
         .route("/v1/messages", get(messages::<B>).post(send_message::<B>))
+        .route("/v1/learning/runs", get(runs::<B>).post(start_run::<B>))
+        .route("/v1/learning/runs/{id}", get(run::<B>))
         .route("/v1/openapi.json", get(openapi))
         .route("/metrics", get(metrics::<B>))
         .fallback(not_found)
@@ -357,6 +373,9 @@ pub(crate) const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/agents"),
     ("get", "/v1/messages"),
     ("post", "/v1/messages"),
+    ("get", "/v1/learning/runs"),
+    ("post", "/v1/learning/runs"),
+    ("get", "/v1/learning/runs/{id}"),
     ("get", "/v1/openapi.json"),
     ("get", "/metrics"),
 ];
@@ -467,6 +486,35 @@ async fn members<B: Backend>(State(s): St<B>) -> Result<Json<Vec<Member>>, ApiEr
 
 async fn agents<B: Backend>(State(s): St<B>) -> Result<Json<Vec<AgentInfo>>, ApiError> {
     s.backend.agents().await.map(Json)
+}
+
+async fn runs<B: Backend>(State(s): St<B>) -> Result<Json<Vec<RunInfo>>, ApiError> {
+    s.backend.runs().await.map(Json)
+}
+
+async fn run<B: Backend>(
+    State(s): St<B>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Result<Json<RunInfo>, ApiError> {
+    let runs = s.backend.runs().await?;
+    runs.into_iter()
+        .find(|r| r.id == id || (id.len() >= 8 && r.id.starts_with(&id)))
+        .map(Json)
+        .ok_or_else(|| ApiError::NotFound(format!("no federated run {id} here")))
+}
+
+async fn start_run<B: Backend>(
+    State(s): St<B>,
+    body: Result<Json<StartRun>, JsonRejection>,
+) -> Result<Json<RunInfo>, ApiError> {
+    let Json(body) = body.map_err(|r| json_rejection(&r, s.config.max_body))?;
+    match tokio::time::timeout(s.config.submit_timeout, s.backend.start_run(body)).await {
+        Ok(r) => r.map(Json),
+        Err(_) => Err(ApiError::Timeout(format!(
+            "the run was not committed within {:?}; it may still start",
+            s.config.submit_timeout
+        ))),
+    }
 }
 
 async fn send_message<B: Backend>(

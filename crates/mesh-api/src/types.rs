@@ -228,6 +228,71 @@ pub enum MessageBox {
     Outbox,
 }
 
+/// `POST /v1/learning/runs`: a federated run over the validators, on the digits data set.
+/// Every field is optional.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StartRun {
+    /// `logistic`, `mlp` (default) or `cnn`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// Rounds (global models) to train, 1..=1000; default 5.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rounds: Option<u64>,
+    /// Local epochs per round, 1..=100; default 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epochs: Option<u32>,
+    /// The local SGD learning rate; default 0.1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub learning_rate: Option<f64>,
+    /// Top-k compression of the updates: the fraction of coordinates sent (with error
+    /// feedback), in (0, 1]; default none (dense updates).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_k: Option<f64>,
+    /// The seed of the initial model and of the data partition; default from the clock.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+    /// Seconds the aggregator waits for updates (and then for a commit) before retrying a
+    /// round, 1..=3600; default 30.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub round_timeout_s: Option<u64>,
+}
+
+/// One finished round of a federated run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RoundInfo {
+    /// The round (1 for the first model after the initial one).
+    pub round: u64,
+    /// The adopted global model's content hash (hex).
+    pub model: String,
+    /// The mean held-out accuracy the accepting validators measured.
+    pub accuracy: f64,
+    /// The ledger height of the committed model record.
+    pub height: u64,
+}
+
+/// A federated run as a node sees it (`GET /v1/learning/runs[/{id}]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunInfo {
+    /// The run id: the hash of its plan (hex).
+    pub id: String,
+    /// The model.
+    pub model: String,
+    /// Rounds planned.
+    pub rounds: u64,
+    /// This node's roles: `trainer`, `validator`, `aggregator`.
+    pub roles: Vec<String>,
+    /// The ledger height of the committed run record.
+    pub height: u64,
+    /// `running`, `finished` or `failed`.
+    pub state: String,
+    /// Why it failed here, if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The rounds finished so far.
+    pub finished_rounds: Vec<RoundInfo>,
+}
+
 /// An event on the `GET /v1/events` WebSocket: one JSON text message each, tagged by
 /// `type`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -282,6 +347,19 @@ pub enum Event {
         kind: String,
         /// Its position in the inbox.
         seq: u64,
+    },
+    /// A federated round finished here: its model was committed and adopted.
+    RoundFinished {
+        /// The run id (hex).
+        run: String,
+        /// The round.
+        round: u64,
+        /// The adopted model's content hash (hex).
+        model: String,
+        /// The mean held-out accuracy of the accepting validators.
+        accuracy: f64,
+        /// The ledger height of the model record.
+        height: u64,
     },
     /// This subscriber fell behind and missed `missed` events (the stream goes on).
     Lagged {

@@ -60,6 +60,8 @@ pub mod env {
     pub const API_TOKEN: &str = "MESH_API_TOKEN";
     /// Where alerts are posted as JSON (`http://host:port/path`).
     pub const ALERT_WEBHOOK: &str = "MESH_ALERT_WEBHOOK";
+    /// The directory of the data sets federated learning trains on.
+    pub const DATASETS: &str = "MESH_DATASETS";
 }
 
 /// Everything a node needs to run. [`Config::default`] works as it is; [`Config::load`]
@@ -98,6 +100,10 @@ pub struct Config {
     /// local relay such as Alertmanager's webhook receiver). Set from
     /// [`env::ALERT_WEBHOOK`]. Default none.
     pub alert_webhook: Option<String>,
+    /// The directory holding the data sets federated runs train on (`digits.csv`, as
+    /// `cargo xtask data` writes it). Default `<data_dir>/datasets`. Set in the file
+    /// (`datasets`, relative to it) or from [`env::DATASETS`].
+    pub datasets: Option<PathBuf>,
     /// The coordinator role (set by `mesh-coordinator`, not read from the file): the node
     /// serves as a circuit relay for peers behind NATs and announces its listen addresses as
     /// reachable, so agents and nodes can join through it. Default off.
@@ -117,6 +123,7 @@ impl Default for Config {
             api: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
             api_token: None,
             alert_webhook: None,
+            datasets: None,
             coordinator: false,
         }
     }
@@ -160,6 +167,7 @@ struct FileSettings {
     genesis: Option<PathBuf>,
     log: Option<String>,
     api: Option<String>,
+    datasets: Option<PathBuf>,
 }
 
 /// Splits `http://host:port/path` into the address and the path.
@@ -240,6 +248,9 @@ impl Config {
             if let Some(a) = file.api {
                 config.api = parse_api(&a, &origin)?;
             }
+            if let Some(d) = file.datasets {
+                config.datasets = Some(base.join(d));
+            }
             check_log(&config.log, &origin)?;
         }
 
@@ -282,6 +293,9 @@ impl Config {
                 detail,
             })?;
             config.alert_webhook = Some(w);
+        }
+        if let Some(d) = given(env::DATASETS) {
+            config.datasets = Some(PathBuf::from(d));
         }
 
         if let Some(d) = &flags.data_dir {
@@ -350,6 +364,14 @@ impl Config {
         self.data_dir.join(super::CONSENSUS_DIR)
     }
 
+    /// Where the data sets of federated runs are: [`Config::datasets`], else
+    /// `<data_dir>/datasets`.
+    pub fn datasets_dir(&self) -> PathBuf {
+        self.datasets
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("datasets"))
+    }
+
     /// The text of a `mesh.toml` with these settings, every key documented (defaults
     /// commented out).
     pub fn to_toml(&self) -> String {
@@ -397,6 +419,14 @@ impl Config {
                 toml_string(&self.api.map_or_else(|| "off".to_owned(), |a| a.to_string()))
             ),
         ));
+        out.push_str(
+            "# The directory of the data sets federated runs train on (digits.csv, as\n\
+             # `cargo xtask data` writes it); default <data dir>/datasets.\n",
+        );
+        out.push_str(&match &self.datasets {
+            Some(d) => format!("datasets = {}\n\n", toml_string(&d.display().to_string())),
+            None => "# datasets = \"datasets\"\n\n".to_owned(),
+        });
         out.push_str("# Log filter: a level, or target=level items separated by commas.\n");
         out.push_str(&line(
             self.log != defaults.log,
