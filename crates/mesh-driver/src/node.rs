@@ -64,6 +64,8 @@ pub mod agents;
 pub(crate) mod api;
 pub mod config;
 pub mod genesis;
+#[cfg(feature = "learning")]
+pub mod learning;
 pub mod membership;
 
 pub use config::{Config, Overrides};
@@ -389,6 +391,10 @@ pub fn start(config: Config) -> Result<(NodeHandle, NodeJoin)> {
         agents::LOOKUP_PROTOCOL.to_owned(),
         membership::PROTOCOL.to_owned(),
     ];
+    #[cfg(feature = "learning")]
+    transport_config
+        .protocols
+        .push(learning::ROUND_PROTOCOL.to_owned());
     // The members to probe: the genesis's (all of them, observers included) and the bootstrap
     // peers.
     let mut seeds: Vec<NodeId> = config
@@ -404,6 +410,19 @@ pub fn start(config: Config) -> Result<(NodeHandle, NodeJoin)> {
     if let Some((g, _)) = &genesis {
         seeds.extend(g.validators.members().iter().map(|m| m.id));
     }
+    // The participants of federated runs: the genesis's voting validators.
+    #[cfg(feature = "learning")]
+    let participants: Vec<NodeId> = genesis
+        .as_ref()
+        .map(|(g, _)| {
+            g.validators
+                .members()
+                .iter()
+                .filter(|m| m.weight > 0)
+                .map(|m| m.id)
+                .collect()
+        })
+        .unwrap_or_default();
     let incarnation = membership::next_incarnation(&config.data_dir)?;
     let validator = match genesis {
         Some((g, index)) => {
@@ -490,6 +509,28 @@ pub fn start(config: Config) -> Result<(NodeHandle, NodeJoin)> {
     if let Some((h, _)) = &consensus {
         runtime.spawn(agents::follow(registry.clone(), h.clone(), stop.clone()));
     }
+    #[cfg(feature = "learning")]
+    let learning = consensus.as_ref().map(|(h, _)| {
+        let shared = std::sync::Arc::new(learning::Shared::new(
+            NodeId(SigningKey::from_seed(&seed).verifying_key().to_bytes()),
+            participants,
+            config.datasets_dir(),
+        ));
+        let (tx, rx) = mpsc::channel(learning::QUEUE);
+        runtime.spawn(learning::run(
+            learning::Context {
+                shared: shared.clone(),
+                transport: transport.clone(),
+                consensus: h.clone(),
+                key: SigningKey::from_seed(&seed),
+                data_dir: config.data_dir.clone(),
+                events: events_tx.clone(),
+            },
+            rx,
+            stop.clone(),
+        ));
+        (shared, tx)
+    });
     let server = match config.api {
         None => None,
         Some(addr) => {
@@ -503,6 +544,8 @@ pub fn start(config: Config) -> Result<(NodeHandle, NodeJoin)> {
                 started: start_time(),
                 registry: registry.clone(),
                 membership: members.clone(),
+                #[cfg(feature = "learning")]
+                learning: learning.as_ref().map(|(s, _)| s.clone()),
             });
             let served = {
                 let _entered = runtime.enter();
@@ -563,6 +606,21 @@ pub fn start(config: Config) -> Result<(NodeHandle, NodeJoin)> {
                         // SWIM tolerates loss: a full queue drops the message.
                         if let Err(mpsc::error::TrySendError::Full(r)) = swim_tx.try_send(request) {
                             let _ = transport.respond(r.token, Err("busy".into())).await;
+                        }
+                    }
+                    #[cfg(feature = "learning")]
+                    Some(Event::Request(request)) if request.protocol == learning::ROUND_PROTOCOL => {
+                        match &learning {
+                            Some((_, tx)) => {
+                                if let Err(mpsc::error::TrySendError::Full(r)) = tx.try_send(request) {
+                                    let _ = transport.respond(r.token, Err("busy".into())).await;
+                                }
+                            }
+                            None => {
+                                let _ = transport
+                                    .respond(request.token, Err("this node runs no federated learning".into()))
+                                    .await;
+                            }
                         }
                     }
                     Some(Event::Request(request))

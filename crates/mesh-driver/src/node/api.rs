@@ -29,6 +29,8 @@ pub(crate) struct NodeBackend {
     pub(crate) started: std::time::Instant,
     pub(crate) registry: Arc<super::agents::Registry>,
     pub(crate) membership: Arc<super::membership::Shared>,
+    #[cfg(feature = "learning")]
+    pub(crate) learning: Option<Arc<super::learning::Shared>>,
 }
 
 impl NodeBackend {
@@ -177,6 +179,21 @@ impl Backend for NodeBackend {
                 incarnation: v.incarnation,
             })
             .collect())
+    }
+
+    #[cfg(feature = "learning")]
+    async fn start_run(
+        &self,
+        run: mesh_api::types::StartRun,
+    ) -> Result<mesh_api::types::RunInfo, ApiError> {
+        let shared = self.learning.as_ref().ok_or(ApiError::NotAValidator)?;
+        super::learning::start(shared, self.consensus()?, run).await
+    }
+
+    #[cfg(feature = "learning")]
+    async fn runs(&self) -> Result<Vec<mesh_api::types::RunInfo>, ApiError> {
+        let shared = self.learning.as_ref().ok_or(ApiError::NotAValidator)?;
+        Ok(shared.runs())
     }
 
     async fn agents(&self) -> Result<Vec<AgentInfo>, ApiError> {

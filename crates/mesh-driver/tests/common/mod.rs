@@ -25,3 +25,20 @@ pub(crate) fn loopback_config(dir: &Path, port: u16) -> Config {
         ..Config::default()
     }
 }
+
+/// Where `cargo xtask data` stores the data sets: `$MESH_DATASETS`, else
+/// `$CARGO_TARGET_DIR/data`, else the workspace's `target/data`; panics with what to run when
+/// the digits are not there.
+#[allow(dead_code)] // not every test binary trains
+pub(crate) fn datasets_dir() -> std::path::PathBuf {
+    let dir = std::env::var_os("MESH_DATASETS")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("CARGO_TARGET_DIR").map(|t| Path::new(&t).join("data")))
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/data"));
+    assert!(
+        dir.join("digits.csv").is_file(),
+        "the digits data set is not in {}: run `cargo xtask data` (`cargo xtask test` does this first)",
+        dir.display()
+    );
+    dir
+}
