@@ -23,6 +23,7 @@ mod agents;
 mod bench;
 mod data;
 mod deps;
+mod federated;
 mod fetch;
 mod layers;
 mod mesh;

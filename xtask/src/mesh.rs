@@ -104,6 +104,8 @@ pub(crate) struct Mesh {
     pub(crate) coordinator: Node,
     /// `MESH_ALERT_WEBHOOK` given to every node started from now on.
     pub(crate) alert_webhook: Option<String>,
+    /// `MESH_DATASETS` given to every node started from now on.
+    pub(crate) datasets: Option<PathBuf>,
     keep: bool,
 }
 
@@ -204,6 +206,7 @@ impl Mesh {
             coordinator_bin: coordinator_bin.to_owned(),
             coordinator,
             alert_webhook: None,
+            datasets: None,
             keep: false,
         })
     }
@@ -219,6 +222,9 @@ impl Mesh {
             .arg(&self.genesis);
         if let Some(w) = &self.alert_webhook {
             c.env("MESH_ALERT_WEBHOOK", w);
+        }
+        if let Some(d) = &self.datasets {
+            c.env("MESH_DATASETS", d);
         }
         node.spawn(c, "node.log", &format!("node {i}"))
     }

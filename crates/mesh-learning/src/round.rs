@@ -25,6 +25,11 @@
 //!    valid votes) and only then adopts the candidate ([`Output::Adopted`]), fetching its
 //!    parameters from the aggregator if it missed the proposal. The next round starts.
 //!
+//! Committed records are handled in ledger order: one for a round this node has not reached
+//! yet waits in a bounded backlog ([`MAX_BACKLOG`]), so a node replaying the ledger after a
+//! restart adopts round after round, fetching each candidate from the aggregator, which keeps
+//! its past global models for that ([`HISTORY_BYTES`]).
+//!
 //! A round that gathers too few updates by its deadline, or whose candidate is rejected or
 //! not committed in time, is tried again (a new attempt, announced in a signed
 //! [`Message::Retry`]): trainers train again from the same global model.
@@ -58,6 +63,12 @@ const DOMAIN: &[u8] = b"agentmesh/learning/round/v1";
 pub const MAX_VALIDATORS: usize = 256;
 /// Most trainers a plan may have.
 pub const MAX_TRAINERS: usize = 10_000;
+/// Most committed records kept for rounds this node has not reached yet (a node catching up
+/// on the ledger receives many at once); beyond it the newest are dropped and counted stale.
+pub const MAX_BACKLOG: usize = 4096;
+/// Bytes of past global models the aggregator keeps to answer fetches from nodes catching
+/// up on the ledger (at least the last model is always kept).
+pub const HISTORY_BYTES: usize = 256 << 20;
 /// Most parameters a plan's model may have (bounds every message).
 pub const MAX_PARAMETERS: usize = 1 << 26;
 
@@ -755,6 +766,11 @@ pub struct Node {
     accuracies: BTreeMap<Digest, f64>,
     collecting: Collecting,
     pending: Option<Pending>,
+    /// Committed records not handled yet: for later rounds, or arriving while a candidate's
+    /// parameters are being fetched. In ledger order.
+    backlog: VecDeque<ModelRecord>,
+    /// The aggregator's past global models, oldest first (bounded by [`HISTORY_BYTES`]).
+    history: VecDeque<(Digest, Arc<Vec<f32>>)>,
 
     outputs: VecDeque<Output>,
     stats: Stats,
@@ -821,6 +837,8 @@ impl Node {
             accuracies: BTreeMap::new(),
             collecting: Collecting::default(),
             pending: None,
+            backlog: VecDeque::new(),
+            history: VecDeque::new(),
             outputs: VecDeque::new(),
             stats: Stats::default(),
             plan,
@@ -948,6 +966,8 @@ impl Node {
             } => self.on_retry(from, round, attempt, base),
             Message::Fetch { candidate } => self.on_fetch(from, candidate),
         }
+        // A fetched candidate may have been adopted: records waiting for the next rounds go on.
+        self.process_backlog();
     }
 
     /// The driver trained the global model of `(round, attempt)` into `parameters`, on
@@ -1023,27 +1043,55 @@ impl Node {
         if record.task != self.task {
             return; // another federation's
         }
-        if record.round != self.round
-            || record.base != self.global_id
-            || self.finished
-            || self.pending.is_some()
-        {
+        if self.finished || record.round < self.round {
             // A second record for a round already decided (the first committed wins).
             self.stats.stale += 1;
             return;
         }
-        if record.verify(&self.plan).is_err() {
-            self.stats.bad_records += 1;
+        if self.backlog.len() >= MAX_BACKLOG {
+            self.stats.stale += 1;
             return;
         }
-        match self.candidates.get(&record.candidate).cloned() {
-            Some(params) => self.adopt(record, params),
-            None => {
-                let candidate = record.candidate;
-                self.pending = Some(Pending { record });
-                let aggregator = self.plan.aggregator;
-                self.send(aggregator, Message::Fetch { candidate });
+        self.backlog.push_back(record);
+        self.process_backlog();
+    }
+
+    /// Handles the committed records in ledger order while this node can: a record for its
+    /// current round is checked and adopted (or its candidate fetched, which pauses the
+    /// backlog until the parameters arrive); one for a later round waits for this node to
+    /// get there (a node catching up on the ledger adopts round after round).
+    fn process_backlog(&mut self) {
+        while self.pending.is_none() && !self.finished {
+            let Some(record) = self.backlog.front() else {
+                return;
+            };
+            if record.round > self.round {
+                return;
             }
+            let Some(record) = self.backlog.pop_front() else {
+                return;
+            };
+            if record.round < self.round || record.base != self.global_id {
+                // A second record for a round already decided (the first committed wins).
+                self.stats.stale += 1;
+                continue;
+            }
+            if record.verify(&self.plan).is_err() {
+                self.stats.bad_records += 1;
+                continue;
+            }
+            match self.candidates.get(&record.candidate).cloned() {
+                Some(params) => self.adopt(record, params),
+                None => {
+                    let candidate = record.candidate;
+                    self.pending = Some(Pending { record });
+                    let aggregator = self.plan.aggregator;
+                    self.send(aggregator, Message::Fetch { candidate });
+                }
+            }
+        }
+        if self.finished {
+            self.backlog.clear();
         }
     }
 
@@ -1075,6 +1123,14 @@ impl Node {
 
     fn adopt(&mut self, record: ModelRecord, params: Arc<Vec<f32>>) {
         let round = self.round;
+        if self.is_aggregator() {
+            // Nodes replaying the ledger later fetch every round's model from here.
+            let keep = (HISTORY_BYTES / (self.dim.max(1) * 4)).max(1);
+            self.history.push_back((record.candidate, params.clone()));
+            while self.history.len() > keep {
+                self.history.pop_front();
+            }
+        }
         self.baseline = self.accuracies.get(&record.candidate).copied();
         self.global = params.clone();
         self.global_id = record.candidate;
@@ -1419,11 +1475,18 @@ impl Node {
             self.stats.unauthorized += 1;
             return;
         }
-        // Only the current global model (just adopted) or a candidate of this round.
+        // The current global model, a candidate of this round, or a past global model (for
+        // nodes catching up on the ledger).
         let params = if candidate == self.global_id {
             Some(self.global.clone())
         } else {
-            self.candidates.get(&candidate).cloned()
+            self.candidates.get(&candidate).cloned().or_else(|| {
+                self.history
+                    .iter()
+                    .rev()
+                    .find(|(id, _)| *id == candidate)
+                    .map(|(_, p)| p.clone())
+            })
         };
         let Some(parameters) = params else {
             return;

@@ -318,6 +318,40 @@ fn silent_trainers_and_a_lost_proposal_do_not_stop_the_rounds() {
     );
 }
 
+/// A node that restarts after the run (or joins late) is handed every committed record at
+/// once, as a driver replaying the ledger does: it adopts them round after round, fetching
+/// each candidate from the aggregator, and ends with the same models.
+#[test]
+fn a_node_replaying_the_ledger_adopts_every_committed_round() {
+    let plan = plan(4);
+    let mut h = Harness::new(&plan, Box::new(FedAvg), false);
+    h.run(1_000_000);
+    assert_eq!(h.finished, h.nodes.len());
+    let late = TRAINERS + 2;
+    let mut init = Rng::new(3);
+    let initial = Model::new(ARCH, &mut init).unwrap().parameters().unwrap();
+    h.nodes[late] = Node::new(
+        plan.clone(),
+        key(late),
+        initial,
+        Box::new(FedAvg),
+        None,
+        Rng::new(99),
+        h.now,
+    )
+    .unwrap();
+    h.adopted[late].clear();
+    h.finished -= 1;
+    // The whole ledger at once, before any fetch is answered.
+    for payload in h.log.clone() {
+        h.nodes[late].handle_committed(h.now, &payload);
+    }
+    h.run(1_000_000);
+    assert_eq!(h.finished, h.nodes.len());
+    assert_eq!(h.adopted[late], h.adopted[0]);
+    assert_eq!(h.nodes[late].global_id(), h.nodes[0].global_id());
+}
+
 /// An aggregator that turns the update around: its candidates are worse than the model
 /// they build on.
 struct Saboteur;
