@@ -1,7 +1,7 @@
 //! The agentmesh node library: the event loops that bind protocol cores to the runtime, the
 //! transport and the store.
 //!
-//! Protocol cores (`mesh-consensus`, and later learning and fault detection) are state machines
+//! Protocol cores (`mesh-consensus`, `mesh-learning`'s round protocol, `mesh-fault`) are state machines
 //! without IO. This crate owns the other half: it reads the clock, opens the data directory,
 //! runs the tasks, talks to peers through `mesh-transport` and hands results to the
 //! application. Binaries (`mesh-node`) parse configuration and call it.
@@ -12,7 +12,9 @@
 //! - [`node`]: a whole node as the `mesh-node` binary runs it: its [`NodeConfig`] (defaults,
 //!   `mesh.toml`, environment, flags), its data directory and identity ([`node::init`]), the
 //!   genesis file ([`node::genesis`]), and [`node::run`]`(config, shutdown)`: the transport
-//!   plus, for a validator of the genesis, the consensus driver.
+//!   plus, for a validator of the genesis, the consensus driver, SWIM membership
+//!   ([`node::membership`]), the agent registry ([`node::agents`]) and, with the default
+//!   feature `learning`, federated runs agreed through consensus (`node::learning`).
 //!
 //! - [`agent`]: an agent process as the `mesh-agent` binary runs it: its own peer joined
 //!   through a node, registration committed through consensus, end-to-end encrypted messages

@@ -17,6 +17,7 @@
 //! | [`config::CONFIG_FILE`] | [`init`] | the settings, commented ([`Config`]) |
 //! | [`CONSENSUS_DIR`] | a validator | the replica's store and ledger (`mesh-ledger verify` reads it) |
 //! | [`API_ADDR_FILE`] | a running node | its HTTP API's address, removed when it stops |
+//! | `learning/` | a participant of federated runs | each adopted global model, `<hash>.f32` |
 //!
 //! # The HTTP API
 //!
