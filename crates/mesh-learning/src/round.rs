@@ -66,6 +66,8 @@ pub const MAX_TRAINERS: usize = 10_000;
 /// Most committed records kept for rounds this node has not reached yet (a node catching up
 /// on the ledger receives many at once); beyond it the newest are dropped and counted stale.
 pub const MAX_BACKLOG: usize = 4096;
+/// Messages for later rounds kept per sender (an update, a vote, a proposal, a retry).
+const EARLY_PER_SENDER: usize = 4;
 /// Bytes of past global models the aggregator keeps to answer fetches from nodes catching
 /// up on the ledger (at least the last model is always kept).
 pub const HISTORY_BYTES: usize = 256 << 20;
@@ -771,6 +773,12 @@ pub struct Node {
     backlog: VecDeque<ModelRecord>,
     /// The aggregator's past global models, oldest first (bounded by [`HISTORY_BYTES`]).
     history: VecDeque<(Digest, Arc<Vec<f32>>)>,
+    /// Trainers the driver's failure detector says are down (bounded by the plan).
+    down: BTreeSet<NodeId>,
+    /// Signed messages for rounds this node has not reached yet, oldest first (bounded by
+    /// `early_limit`).
+    early: VecDeque<(NodeId, Vec<u8>)>,
+    replaying: bool,
 
     outputs: VecDeque<Output>,
     stats: Stats,
@@ -839,6 +847,9 @@ impl Node {
             pending: None,
             backlog: VecDeque::new(),
             history: VecDeque::new(),
+            down: BTreeSet::new(),
+            early: VecDeque::new(),
+            replaying: false,
             outputs: VecDeque::new(),
             stats: Stats::default(),
             plan,
@@ -942,6 +953,48 @@ impl Node {
             return;
         }
         let from = env.signer;
+        // A message for a later round than ours: its sender adopted the last committed model
+        // before we did (we follow the same ledger a little behind). Keep it until we get
+        // there instead of losing an update or a vote to the race.
+        let round = match &env.message {
+            // The answer to our fetch of a committed candidate is taken whatever its round.
+            Message::Proposal { candidate, .. }
+                if self
+                    .pending
+                    .as_ref()
+                    .is_some_and(|p| p.record.candidate == *candidate) =>
+            {
+                None
+            }
+            Message::Update { round, .. }
+            | Message::Proposal { round, .. }
+            | Message::Retry { round, .. } => Some(*round),
+            Message::Vote(v) => Some(v.round),
+            Message::Fetch { .. } => None,
+        };
+        if let Some(round) = round
+            && round > self.round
+            && !self.finished
+        {
+            // Only participants' messages are kept, at most a few each, so that nobody can
+            // push the others' out.
+            let participant = self.plan.trainers.contains(&from)
+                || self.plan.validators.contains(&from)
+                || self.plan.aggregator == from;
+            let theirs = self
+                .early
+                .iter()
+                .filter(|(sender, _)| *sender == from)
+                .count();
+            if !participant {
+                self.stats.unauthorized += 1;
+            } else if theirs >= EARLY_PER_SENDER || self.early.len() >= self.early_limit() {
+                self.stats.stale += 1;
+            } else {
+                self.early.push_back((from, bytes.to_vec()));
+            }
+            return;
+        }
         match env.message {
             Message::Update {
                 round,
@@ -968,6 +1021,39 @@ impl Node {
         }
         // A fetched candidate may have been adopted: records waiting for the next rounds go on.
         self.process_backlog();
+        self.replay_early();
+    }
+
+    /// Messages kept for later rounds: two per participant and a few more.
+    fn early_limit(&self) -> usize {
+        2 * (self.plan.trainers.len() + self.plan.validators.len()) + 16
+    }
+
+    /// Hands the kept messages of the round just reached back to [`Node::handle_message`]
+    /// (those for still later rounds are kept again, older ones dropped as stale).
+    fn replay_early(&mut self) {
+        if self.replaying || self.early.is_empty() {
+            return;
+        }
+        self.replaying = true;
+        let mut kept = std::mem::take(&mut self.early);
+        let mut round = self.round;
+        // Each pass replays what the previous adoption made current.
+        loop {
+            let mut later = VecDeque::new();
+            for (_, bytes) in kept.drain(..) {
+                self.handle_message(self.now, &bytes);
+                // Re-kept messages are for a round still ahead.
+                later.extend(self.early.drain(..));
+            }
+            if self.round == round || later.is_empty() {
+                self.early = later;
+                break;
+            }
+            round = self.round;
+            kept = later;
+        }
+        self.replaying = false;
     }
 
     /// The driver trained the global model of `(round, attempt)` into `parameters`, on
@@ -1054,6 +1140,7 @@ impl Node {
         }
         self.backlog.push_back(record);
         self.process_backlog();
+        self.replay_early();
     }
 
     /// Handles the committed records in ledger order while this node can: a record for its
@@ -1247,9 +1334,42 @@ impl Node {
                 samples: samples.max(1),
             },
         );
-        if self.collecting.updates.len() == self.plan.trainers.len() {
+        self.propose_if_complete();
+    }
+
+    /// The aggregator proposes as soon as every trainer not known to be down has reported
+    /// (and at least `min_updates` did); the deadline covers the rest.
+    fn propose_if_complete(&mut self) {
+        if !self.is_aggregator() || self.finished || self.collecting.proposal.is_some() {
+            return;
+        }
+        let have = self.collecting.updates.len();
+        let waiting = self
+            .plan
+            .trainers
+            .iter()
+            .filter(|t| !self.collecting.updates.contains_key(t) && !self.down.contains(t))
+            .count();
+        if waiting == 0 && have >= self.plan.min_updates {
             self.propose();
         }
+    }
+
+    /// The driver's failure detector declared `member` down (or up again, with `down` false).
+    /// The aggregator stops waiting for a down trainer's update: once the others reported
+    /// (at least `min_updates`), it proposes without waiting for the deadline. Only the
+    /// waiting changes: a down trainer's update that arrives after all is still taken, and
+    /// nothing else about the round depends on the hint.
+    pub fn handle_member(&mut self, now: Instant, member: NodeId, down: bool) {
+        self.now = self.now.max(now);
+        if down {
+            if self.plan.trainers.contains(&member) {
+                self.down.insert(member);
+            }
+        } else {
+            self.down.remove(&member);
+        }
+        self.propose_if_complete();
     }
 
     /// Combines the collected deltas into a candidate and broadcasts it.

@@ -113,6 +113,10 @@ struct Harness {
     silent: BTreeSet<usize>,
     /// Broadcast proposals to this node are lost.
     deaf_to_proposals: Option<usize>,
+    /// This node learns of commits only once no message is in flight (a driver that follows
+    /// the ledger a little behind the others).
+    late_commits: Option<usize>,
+    deferred: Vec<Vec<u8>>,
     finished: usize,
 }
 
@@ -155,6 +159,8 @@ impl Harness {
             adopted: vec![Vec::new(); TRAINERS + VALIDATORS],
             silent: BTreeSet::new(),
             deaf_to_proposals: None,
+            late_commits: None,
+            deferred: Vec::new(),
             finished: 0,
         }
     }
@@ -214,8 +220,12 @@ impl Harness {
             }
             Output::Submit { payload } => {
                 self.log.push(payload.clone());
-                for n in &mut self.nodes {
-                    n.handle_committed(self.now, &payload);
+                for (j, n) in self.nodes.iter_mut().enumerate() {
+                    if self.late_commits == Some(j) {
+                        self.deferred.push(payload.clone());
+                    } else {
+                        n.handle_committed(self.now, &payload);
+                    }
                 }
             }
             Output::Adopted {
@@ -235,6 +245,13 @@ impl Harness {
             self.drain();
             if self.finished == self.nodes.len() {
                 return;
+            }
+            if self.queue.is_empty() && !self.deferred.is_empty() {
+                let late = self.late_commits.unwrap();
+                for payload in std::mem::take(&mut self.deferred) {
+                    self.nodes[late].handle_committed(self.now, &payload);
+                }
+                continue;
             }
             if self.queue.is_empty() {
                 let next = self.nodes.iter().filter_map(Node::poll_timeout).min();
@@ -316,6 +333,46 @@ fn silent_trainers_and_a_lost_proposal_do_not_stop_the_rounds() {
         h.now >= Instant::ZERO + plan.round_timeout,
         "the deadline was needed"
     );
+}
+
+/// With the failure detector's word that three trainers are down, the aggregator proposes as
+/// soon as the seven others reported, without waiting for the round's deadline.
+#[test]
+fn trainers_known_down_are_not_waited_for() {
+    let plan = plan(3);
+    let mut h = Harness::new(&plan, Box::new(FedAvg), false);
+    h.silent = [7, 8, 9].into_iter().collect();
+    for t in [7, 8, 9] {
+        h.nodes[0].handle_member(h.now, id(t), true);
+    }
+    h.run(1_000_000);
+    assert_eq!(h.finished, h.nodes.len());
+    assert_eq!(h.log.len(), 3);
+    assert!(
+        h.now < Instant::ZERO + plan.round_timeout,
+        "no deadline was needed: {:?}",
+        h.now
+    );
+}
+
+/// The aggregator learns of each commit after the trainers and validators did: their updates
+/// and votes for the next round reach it before it gets there. It keeps them for that round
+/// instead of dropping them, so no round waits for its deadline.
+#[test]
+fn messages_for_the_next_round_wait_for_a_lagging_aggregator() {
+    let plan = plan(4);
+    let mut h = Harness::new(&plan, Box::new(FedAvg), false);
+    h.late_commits = Some(0);
+    h.run(1_000_000);
+    assert_eq!(h.finished, h.nodes.len());
+    assert_eq!(h.log.len(), 4);
+    assert_eq!(h.adopted[0], h.adopted[1]);
+    assert!(
+        h.now < Instant::ZERO + plan.round_timeout,
+        "a round waited for its deadline: {:?}",
+        h.now
+    );
+    assert_eq!(h.nodes[0].stats().stale, 0, "{:?}", h.nodes[0].stats());
 }
 
 /// A node that restarts after the run (or joins late) is handed every committed record at
@@ -477,7 +534,11 @@ fn bad_updates_and_records_are_refused_and_counted() {
     // Wrong model version, wrong round, wrong shape, non-finite values.
     agg.handle_message(now, &update(1, &plan, 1, Digest([7; 32]), good.clone()));
     assert_eq!(agg.stats().wrong_base, 1);
+    // An update for a later round waits for it (kept, not refused); one for an earlier
+    // round is stale.
     agg.handle_message(now, &update(1, &plan, 2, base, good.clone()));
+    assert_eq!(agg.stats().stale, 0);
+    agg.handle_message(now, &update(1, &plan, 0, base, good.clone()));
     assert_eq!(agg.stats().stale, 1);
     agg.handle_message(now, &update(1, &plan, 1, base, vec![0.1; 9]));
     assert_eq!(agg.stats().malformed + agg.stats().wrong_shape, 4);

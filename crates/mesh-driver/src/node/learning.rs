@@ -546,6 +546,8 @@ pub(crate) async fn run(
     let (done_tx, mut done_rx) = mpsc::channel::<Done>(64);
     let mut runs: BTreeMap<Digest, Active> = BTreeMap::new();
     let mut status = ctx.consensus.watch_status();
+    // The membership task's verdicts: an aggregator stops waiting for a dead trainer.
+    let mut members = ctx.events.subscribe();
     let mut applied = 0u64;
     loop {
         let executed = status.borrow_and_update().executed;
@@ -587,6 +589,23 @@ pub(crate) async fn run(
                 }
             }
             Some(done) = done_rx.recv() => on_done(&ctx, &mut runs, done, &clock),
+            event = members.recv() => match event {
+                Ok(Event::Member { peer_id, state, .. }) => {
+                    let node = peer_id
+                        .parse::<mesh_transport::PeerId>()
+                        .ok()
+                        .and_then(|p| consensus::node_id(&p));
+                    if let Some(node) = node {
+                        let down = state == "dead" || state == "left";
+                        let now = clock.now();
+                        for run in runs.values_mut() {
+                            run.node.handle_member(now, node, down);
+                        }
+                    }
+                }
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
             () = async {
                 match deadline {
                     Some(d) => tokio::time::sleep_until(d).await,
