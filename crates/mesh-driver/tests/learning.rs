@@ -3,6 +3,7 @@
 //! messages over the transport, and adopt every global model only once its record is
 //! committed; the HTTP API starts and reports the run, and refuses bad requests.
 
+#![cfg(feature = "learning")]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::BTreeMap;
@@ -12,6 +13,7 @@ use mesh_api::client::Client;
 use mesh_api::types::{Event, StartRun};
 use mesh_driver::node::genesis::{self, PublicInfo, Settings};
 use mesh_driver::node::{self, Config};
+use mesh_learning::round::ModelRecord;
 
 mod common;
 use common::free_port;
@@ -165,6 +167,43 @@ async fn four_nodes_train_a_model_together_and_commit_every_round() {
     };
     assert_eq!(run.state, "finished");
     assert_eq!(run.finished_rounds.len() as u64, ROUNDS);
+
+    // Another node's ledger holds the run record at the height the POST answered with, and
+    // each round's model record at the height its event named.
+    let blocks = {
+        let reader = Client::new(nodes[2].0.api_addr().unwrap().to_string());
+        let mut heights = vec![started.height];
+        heights.extend(models[0].values().map(|(_, _, h)| *h));
+        tokio::task::spawn_blocking(move || {
+            heights
+                .into_iter()
+                .map(|h| reader.ledger(h, 1).unwrap().blocks.remove(0))
+                .collect::<Vec<_>>()
+        })
+        .await
+        .unwrap()
+    };
+    let payloads = |block: &mesh_api::types::LedgerBlock| -> Vec<Vec<u8>> {
+        block
+            .requests
+            .iter()
+            .map(|r| hex::decode(&r.hex).unwrap())
+            .collect()
+    };
+    assert_eq!(blocks[0].height, started.height);
+    assert!(
+        payloads(&blocks[0]).iter().any(|p| p.starts_with(b"AMRUN")),
+        "no run record at height {}",
+        started.height
+    );
+    for ((round, (model, _, height)), block) in models[0].iter().zip(&blocks[1..]) {
+        assert_eq!(block.height, *height);
+        let found = payloads(block).iter().any(|p| {
+            ModelRecord::decode(p)
+                .is_ok_and(|r| r.round == *round && hex::encode(r.candidate.as_bytes()) == *model)
+        });
+        assert!(found, "no model record of round {round} at height {height}");
+    }
     for c in &configs {
         for (model, _, _) in models[0].values() {
             let file = c.data_dir.join("learning").join(format!("{model}.f32"));
