@@ -494,6 +494,8 @@ fn load_data(dir: &Path, record: &RunRecord, index: usize) -> Result<LocalData, 
 /// A run this node takes part in.
 struct Active {
     id: String,
+    /// The height of its run record.
+    height: u64,
     record: RunRecord,
     index: usize,
     node: RoundNode,
@@ -501,6 +503,59 @@ struct Active {
     /// The committed model records' (mean accuracy, height) by round, for the status.
     committed: BTreeMap<u64, (f64, u64)>,
     finished: bool,
+    /// A training job runs on the blocking pool.
+    training: bool,
+    /// The newest training asked for while one ran.
+    next_training: Option<(u64, u32, Arc<Vec<f32>>)>,
+}
+
+/// Trains the global model `parameters` of `(round, attempt)` on this node's shard, on the
+/// blocking pool; the result comes back as [`Done::Trained`].
+fn start_training(
+    run: &mut Active,
+    task: Digest,
+    round: u64,
+    attempt: u32,
+    parameters: Arc<Vec<f32>>,
+    done: &mpsc::Sender<Done>,
+) {
+    run.training = true;
+    let arch = run.record.model.architecture();
+    let data = run.data.clone();
+    let config = TrainConfig {
+        epochs: run.record.epochs as usize,
+        batch_size: 16,
+        optimizer: Optimizer::sgd(run.record.learning_rate as f32),
+        proximal_mu: 0.0,
+    };
+    let mut rng = Rng::new(
+        run.record.seed
+            ^ (run.index as u64 + 1).rotate_left(40)
+            ^ round.rotate_left(20)
+            ^ u64::from(attempt),
+    );
+    let done = done.clone();
+    tokio::task::spawn_blocking(move || {
+        let result = Model::from_parameters(arch, &parameters).and_then(|mut m| {
+            train(&mut m, &data.shard, &config, &mut rng)?;
+            m.parameters()
+        });
+        let message = match result {
+            Ok(parameters) => Done::Trained {
+                task,
+                round,
+                attempt,
+                parameters,
+                samples: data.shard.len() as u64,
+            },
+            Err(e) => Done::Failed {
+                task,
+                what: "training",
+                detail: e.to_string(),
+            },
+        };
+        let _ = done.blocking_send(message);
+    });
 }
 
 /// Results from the blocking pool.
@@ -588,7 +643,7 @@ pub(crate) async fn run(
                     _ => tracing::debug!(peer = %request.peer, "a round message for no run of ours"),
                 }
             }
-            Some(done) = done_rx.recv() => on_done(&ctx, &mut runs, done, &clock),
+            Some(done) = done_rx.recv() => on_done(&ctx, &mut runs, done, &clock, &done_tx),
             event = members.recv() => match event {
                 Ok(Event::Member { peer_id, state, .. }) => {
                     let node = peer_id
@@ -726,6 +781,19 @@ fn start_run(
             .map_err(|e| e.to_string())
         })
     };
+    // Finished runs stay (an aggregator serves their past models to nodes catching up),
+    // the oldest going first beyond MAX_RUNS.
+    while runs.len() >= MAX_RUNS {
+        let Some(oldest) = runs
+            .iter()
+            .filter(|(_, r)| r.finished)
+            .min_by_key(|(_, r)| r.height)
+            .map(|(t, _)| *t)
+        else {
+            break;
+        };
+        runs.remove(&oldest);
+    }
     match node {
         Ok((node, data)) => {
             tracing::info!(run = %info.id, height, model = record.model.name(), rounds = record.rounds, roles = ?info.roles, "federated run started");
@@ -734,12 +802,15 @@ fn start_run(
                 task,
                 Active {
                     id: info.id,
+                    height,
                     record,
                     index,
                     node,
                     data: Arc::new(data),
                     committed: BTreeMap::new(),
                     finished: false,
+                    training: false,
+                    next_training: None,
                 },
             );
         }
@@ -798,42 +869,13 @@ fn drain(
                 attempt,
                 parameters,
             } => {
-                let arch = run.record.model.architecture();
-                let data = run.data.clone();
-                let config = TrainConfig {
-                    epochs: run.record.epochs as usize,
-                    batch_size: 16,
-                    optimizer: Optimizer::sgd(run.record.learning_rate as f32),
-                    proximal_mu: 0.0,
-                };
-                let mut rng = Rng::new(
-                    run.record.seed
-                        ^ (run.index as u64 + 1).rotate_left(40)
-                        ^ round.rotate_left(20)
-                        ^ u64::from(attempt),
-                );
-                let done = done.clone();
-                tokio::task::spawn_blocking(move || {
-                    let result = Model::from_parameters(arch, &parameters).and_then(|mut m| {
-                        train(&mut m, &data.shard, &config, &mut rng)?;
-                        m.parameters()
-                    });
-                    let message = match result {
-                        Ok(parameters) => Done::Trained {
-                            task,
-                            round,
-                            attempt,
-                            parameters,
-                            samples: data.shard.len() as u64,
-                        },
-                        Err(e) => Done::Failed {
-                            task,
-                            what: "training",
-                            detail: e.to_string(),
-                        },
-                    };
-                    let _ = done.blocking_send(message);
-                });
+                // One training job per run at a time: a newer request (a retry) replaces
+                // one still waiting, so nobody can queue up work on this node's CPU.
+                if run.training {
+                    run.next_training = Some((round, attempt, parameters));
+                } else {
+                    start_training(run, task, round, attempt, parameters, done);
+                }
             }
             Output::Evaluate { model, parameters } => {
                 let arch = run.record.model.architecture();
@@ -941,8 +983,21 @@ fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
-fn on_done(ctx: &Context, runs: &mut BTreeMap<Digest, Active>, done: Done, clock: &Clock) {
+fn on_done(
+    ctx: &Context,
+    runs: &mut BTreeMap<Digest, Active>,
+    done: Done,
+    clock: &Clock,
+    jobs: &mpsc::Sender<Done>,
+) {
     let now = clock.now();
+    // A training job ended (with a model or an error): start the one asked for meanwhile.
+    let training_ended = |run: &mut Active, task: Digest| {
+        run.training = false;
+        if let Some((round, attempt, parameters)) = run.next_training.take() {
+            start_training(run, task, round, attempt, parameters, jobs);
+        }
+    };
     match done {
         Done::Trained {
             task,
@@ -951,12 +1006,14 @@ fn on_done(ctx: &Context, runs: &mut BTreeMap<Digest, Active>, done: Done, clock
             parameters,
             samples,
         } => {
-            if let Some(run) = runs.get_mut(&task)
-                && let Err(e) = run
+            if let Some(run) = runs.get_mut(&task) {
+                if let Err(e) = run
                     .node
                     .handle_trained(now, round, attempt, &parameters, samples)
-            {
-                tracing::warn!(run = %run.id, error = %e, "a trained model was refused");
+                {
+                    tracing::warn!(run = %run.id, error = %e, "a trained model was refused");
+                }
+                training_ended(run, task);
             }
         }
         Done::Evaluated {
@@ -969,11 +1026,14 @@ fn on_done(ctx: &Context, runs: &mut BTreeMap<Digest, Active>, done: Done, clock
             }
         }
         Done::Failed { task, what, detail } => {
-            if let Some(run) = runs.get(&task) {
+            if let Some(run) = runs.get_mut(&task) {
                 tracing::warn!(run = %run.id, what, error = %detail, "federated work failed here");
                 ctx.shared.update(&run.id, |info| {
                     info.error = Some(format!("{what}: {detail}"));
                 });
+                if what == "training" {
+                    training_ended(run, task);
+                }
             }
         }
     }
