@@ -29,6 +29,11 @@ pub const MAX_PENDING_INBOUND: usize = 4096;
 /// Longest topic name.
 pub const MAX_TOPIC_LEN: usize = 64;
 
+/// How often a failed dial to one peer is logged as a warning.
+const DIAL_WARN_EVERY: Duration = Duration::from_secs(60);
+/// Peers whose last warning time is remembered (beyond it the memory starts over).
+const DIAL_WARN_PEERS: usize = 1024;
+
 /// Transport settings. The defaults suit a node; tests shrink the timeouts.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -486,6 +491,7 @@ impl Transport {
             registry,
             listen_addrs_are_external: config.listen_addrs_are_external,
             connection_addrs: HashMap::new(),
+            dial_warned: HashMap::new(),
         };
         for addr in &config.bootstrap {
             driver.add_bootstrap(addr);
@@ -777,6 +783,10 @@ struct Driver {
     /// The remote address of every established connection (at most `max_connections`), to
     /// name the direct connection DCUtR reports by id.
     connection_addrs: HashMap<libp2p::swarm::ConnectionId, Multiaddr>,
+    /// When a failed dial to a peer was last logged as a warning (at most [`DIAL_WARN_PEERS`]
+    /// peers): a peer that stays down is redialled by several tasks, and one warning a minute
+    /// says as much as a page of them.
+    dial_warned: HashMap<Option<PeerId>, tokio::time::Instant>,
 }
 
 impl Driver {
@@ -1081,7 +1091,20 @@ impl Driver {
                 }
             }
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
-                tracing::warn!(peer = ?peer_id, %error, "dial failed");
+                let now = tokio::time::Instant::now();
+                let recent = self
+                    .dial_warned
+                    .get(&peer_id)
+                    .is_some_and(|at| now.duration_since(*at) < DIAL_WARN_EVERY);
+                if recent {
+                    tracing::debug!(peer = ?peer_id, %error, "dial failed (again)");
+                } else {
+                    tracing::warn!(peer = ?peer_id, %error, "dial failed (repeats within a minute are logged at debug)");
+                    if self.dial_warned.len() >= DIAL_WARN_PEERS {
+                        self.dial_warned.clear();
+                    }
+                    self.dial_warned.insert(peer_id, now);
+                }
                 emit(
                     &self.events,
                     Event::DialFailed {
