@@ -12,7 +12,8 @@
 //!   at 10,000 requests/s offered, for opaque and for signed requests.
 //! - `fl_round_s`: the same four release validators run a federated run of 10 rounds (an
 //!   MLP on the digits, each node on its own non-IID shard, every model committed through
-//!   consensus); seconds per round, from the run's commit to its last adopted model.
+//!   consensus); seconds per round, from the POST that starts the run (its commit included)
+//!   to its last adopted model on node 0.
 //!
 //! Benches print `XTASK-BENCH key=value` lines; this command collects them.
 
@@ -211,14 +212,17 @@ fn federated_round_secs(mesh: &Mesh) -> Result<f64> {
     let client = mesh.nodes[0].client();
     // The mesh forms before consensus can commit the run.
     let t0 = now();
-    let run = loop {
+    // Timed from the POST that succeeds: the nodes start the run as soon as its block
+    // executes, before the answer arrives, so timing from the answer would miss rounds.
+    let (run, started) = loop {
+        let posted = now();
         match client.start_run(&mesh_api::types::StartRun {
             model: Some("mlp".into()),
             rounds: Some(ROUNDS),
             seed: Some(1),
             ..Default::default()
         }) {
-            Ok(run) => break run,
+            Ok(run) => break (run, posted),
             Err(e) if t0.elapsed() < Duration::from_secs(60) => {
                 println!("  waiting for the mesh to commit a run: {e}");
                 std::thread::sleep(Duration::from_secs(1));
@@ -226,7 +230,6 @@ fn federated_round_secs(mesh: &Mesh) -> Result<f64> {
             Err(e) => bail!("no federated run could start: {e}"),
         }
     };
-    let started = now();
     loop {
         let info = client.run(&run.id)?;
         if info.state == "finished" {
