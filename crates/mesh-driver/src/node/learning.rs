@@ -933,8 +933,10 @@ impl Active {
     }
 }
 
-/// Stores an adopted model durably, then reports the round (so a `round_finished` event
-/// means the model is on disk).
+/// Stores an adopted model durably, then reports the round: a `round_finished` event means
+/// the model is on disk, unless the run's status carries an error saying it could not be
+/// stored (the round is still reported: the node adopted the model, the ledger holds its
+/// record, and the aggregator keeps it for fetching).
 fn adopted(ctx: &Context, run: &Active, round: u64, model: Digest, parameters: &[f32]) {
     let (accuracy, height) = run.committed.get(&round).copied().unwrap_or((0.0, 0));
     let model_hex = hex::encode(model.as_bytes());
@@ -946,10 +948,17 @@ fn adopted(ctx: &Context, run: &Active, round: u64, model: Digest, parameters: &
     let bytes: Vec<u8> = parameters.iter().flat_map(|v| v.to_le_bytes()).collect();
     let (shared, events, id) = (ctx.shared.clone(), ctx.events.clone(), run.id.clone());
     tokio::task::spawn_blocking(move || {
-        if let Err(e) = write_durably(&path, &bytes) {
-            tracing::warn!(path = %path.display(), error = %e, "cannot store an adopted model");
+        let stored = write_durably(&path, &bytes);
+        if let Err(e) = &stored {
+            tracing::error!(path = %path.display(), error = %e, "cannot store an adopted model");
         }
         shared.update(&id, |info| {
+            if let Err(e) = &stored {
+                info.error = Some(format!(
+                    "round {round}: the model could not be stored at {}: {e}",
+                    path.display()
+                ));
+            }
             info.finished_rounds.push(RoundInfo {
                 round,
                 model: model_hex.clone(),
