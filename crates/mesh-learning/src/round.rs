@@ -66,6 +66,8 @@ pub const MAX_TRAINERS: usize = 10_000;
 /// Most committed records kept for rounds this node has not reached yet (a node catching up
 /// on the ledger receives many at once); beyond it the newest are dropped and counted stale.
 pub const MAX_BACKLOG: usize = 4096;
+/// How often a node waiting for a committed candidate's parameters asks the aggregator again.
+pub const FETCH_RETRY: Duration = Duration::from_secs(1);
 /// Messages for later rounds kept per sender (an update, a vote, a proposal, a retry).
 const EARLY_PER_SENDER: usize = 4;
 /// Bytes of past global models the aggregator keeps to answer fetches from nodes catching
@@ -775,6 +777,8 @@ pub struct Node {
     history: VecDeque<(Digest, Arc<Vec<f32>>)>,
     /// Trainers the driver's failure detector says are down (bounded by the plan).
     down: BTreeSet<NodeId>,
+    /// When to ask the aggregator again for a pending committed candidate.
+    fetch_at: Option<Instant>,
     /// Signed messages for rounds this node has not reached yet, oldest first (bounded by
     /// `early_limit`).
     early: VecDeque<(NodeId, Vec<u8>)>,
@@ -848,6 +852,7 @@ impl Node {
             backlog: VecDeque::new(),
             history: VecDeque::new(),
             down: BTreeSet::new(),
+            fetch_at: None,
             early: VecDeque::new(),
             replaying: false,
             outputs: VecDeque::new(),
@@ -915,12 +920,26 @@ impl Node {
 
     /// When [`Node::handle_timeout`] is due.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.deadline
+        [self.deadline, self.fetch_at].into_iter().flatten().min()
     }
 
     /// Time passed: an aggregator whose attempt ran out aggregates what it has or retries.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.now = self.now.max(now);
+        // A fetch of a committed candidate may have been lost (the aggregator unreachable for
+        // a moment, say while this node restarts): ask again until the parameters arrive.
+        if let Some(at) = self.fetch_at
+            && self.now >= at
+        {
+            match self.pending.as_ref().map(|p| p.record.candidate) {
+                Some(candidate) => {
+                    self.fetch_at = Some(self.now + FETCH_RETRY);
+                    let aggregator = self.plan.aggregator;
+                    self.send(aggregator, Message::Fetch { candidate });
+                }
+                None => self.fetch_at = None,
+            }
+        }
         let Some(deadline) = self.deadline else {
             return;
         };
@@ -1172,6 +1191,7 @@ impl Node {
                 None => {
                     let candidate = record.candidate;
                     self.pending = Some(Pending { record });
+                    self.fetch_at = Some(self.now + FETCH_RETRY);
                     let aggregator = self.plan.aggregator;
                     self.send(aggregator, Message::Fetch { candidate });
                 }

@@ -117,6 +117,8 @@ struct Harness {
     /// the ledger a little behind the others).
     late_commits: Option<usize>,
     deferred: Vec<Vec<u8>>,
+    /// This many fetches are lost on the way.
+    lose_fetches: usize,
     finished: usize,
 }
 
@@ -161,6 +163,7 @@ impl Harness {
             deaf_to_proposals: None,
             late_commits: None,
             deferred: Vec::new(),
+            lose_fetches: 0,
             finished: 0,
         }
     }
@@ -191,6 +194,14 @@ impl Harness {
                     Envelope::decode(&bytes, ARCH.num_parameters()).map(|e| e.message),
                     Ok(Message::Proposal { contributors, .. }) if contributors > 0
                 );
+                let fetch = matches!(
+                    Envelope::decode(&bytes, ARCH.num_parameters()).map(|e| e.message),
+                    Ok(Message::Fetch { .. })
+                );
+                if fetch && self.lose_fetches > 0 {
+                    self.lose_fetches -= 1;
+                    return;
+                }
                 if !(proposal && self.deaf_to_proposals == Some(j)) {
                     self.queue.push((j, bytes));
                 }
@@ -399,6 +410,8 @@ fn a_node_replaying_the_ledger_adopts_every_committed_round() {
     .unwrap();
     h.adopted[late].clear();
     h.finished -= 1;
+    // Its first fetches are lost (the aggregator unreachable for a moment): it asks again.
+    h.lose_fetches = 2;
     // The whole ledger at once, before any fetch is answered.
     for payload in h.log.clone() {
         h.nodes[late].handle_committed(h.now, &payload);
