@@ -639,7 +639,9 @@ pub(crate) async fn run(
                 // The envelope's task follows its version byte.
                 let task = request.data.get(1..33).and_then(|t| <[u8; 32]>::try_from(t).ok());
                 match task.map(Digest).and_then(|t| runs.get_mut(&t)) {
-                    Some(run) if !run.finished => run.node.handle_message(clock.now(), &request.data),
+                    // Finished runs too: their aggregator still answers the fetches of
+                    // nodes catching up on the ledger.
+                    Some(run) => run.node.handle_message(clock.now(), &request.data),
                     _ => tracing::debug!(peer = %request.peer, "a round message for no run of ours"),
                 }
             }
