@@ -212,14 +212,5 @@ async fn four_nodes_train_a_model_together_and_commit_every_round() {
         }
     }
 
-    for (n, _) in &nodes {
-        n.shutdown();
-    }
-    for (_, j) in nodes {
-        tokio::time::timeout(WAIT, j)
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-    }
+    common::stop_all(nodes).await;
 }

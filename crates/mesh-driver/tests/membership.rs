@@ -53,12 +53,7 @@ async fn nodes_learn_each_other_see_a_leave_and_a_return() {
     let dir = tempfile::tempdir().unwrap();
     let a_config = config(&dir.path().join("a"));
     node::init(&a_config).unwrap();
-    let (a, a_join) = node::start(a_config).unwrap();
-    let a_addr = tokio::time::timeout(WAIT, a.listening())
-        .await
-        .unwrap()
-        .unwrap()
-        .remove(0);
+    let (a, a_join, a_addr) = common::start_listening(a_config).await;
     let joined = |name: &str| {
         let mut c = config(&dir.path().join(name));
         c.bootstrap = vec![a_addr.clone()];
@@ -113,14 +108,7 @@ async fn nodes_learn_each_other_see_a_leave_and_a_return() {
     })
     .await;
 
-    for (n, j) in [(c, c_join), (b, b_join), (a, a_join)] {
-        n.shutdown();
-        tokio::time::timeout(WAIT, j)
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-    }
+    common::stop_all(vec![(c, c_join), (b, b_join), (a, a_join)]).await;
 }
 
 /// A peer that is not a member sends a node forged claims about another member over
@@ -137,12 +125,7 @@ async fn forged_membership_claims_from_a_rogue_peer_change_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let a_config = config(&dir.path().join("a"));
     node::init(&a_config).unwrap();
-    let (a, a_join) = node::start(a_config).unwrap();
-    let a_addr = tokio::time::timeout(WAIT, a.listening())
-        .await
-        .unwrap()
-        .unwrap()
-        .remove(0);
+    let (a, a_join, a_addr) = common::start_listening(a_config).await;
     let mut b_config = config(&dir.path().join("b"));
     b_config.bootstrap = vec![a_addr.clone()];
     node::init(&b_config).unwrap();
@@ -219,12 +202,5 @@ async fn forged_membership_claims_from_a_rogue_peer_change_nothing() {
     assert!(state_of(&members, &rogue_peer).is_none(), "{members:?}");
 
     let _ = transport.shutdown().await;
-    for (n, j) in [(b, b_join), (a, a_join)] {
-        n.shutdown();
-        tokio::time::timeout(WAIT, j)
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-    }
+    common::stop_all(vec![(b, b_join), (a, a_join)]).await;
 }

@@ -42,3 +42,36 @@ pub(crate) fn datasets_dir() -> std::path::PathBuf {
     );
     dir
 }
+
+/// Starts a node and waits (at most 60 s) for its first listening address.
+#[allow(dead_code)] // not every test binary needs it
+pub(crate) async fn start_listening(
+    config: Config,
+) -> (
+    mesh_driver::NodeHandle,
+    mesh_driver::node::NodeJoin,
+    mesh_driver::node::Multiaddr,
+) {
+    let (node, join) = mesh_driver::node::start(config).unwrap();
+    let addr = tokio::time::timeout(std::time::Duration::from_secs(60), node.listening())
+        .await
+        .unwrap()
+        .unwrap()
+        .remove(0);
+    (node, join, addr)
+}
+
+/// Asks every node to stop, then waits (at most 60 s each) until each has stopped cleanly.
+#[allow(dead_code)] // not every test binary needs it
+pub(crate) async fn stop_all(nodes: Vec<(mesh_driver::NodeHandle, mesh_driver::node::NodeJoin)>) {
+    for (n, _) in &nodes {
+        n.shutdown();
+    }
+    for (_, j) in nodes {
+        tokio::time::timeout(std::time::Duration::from_secs(60), j)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+    }
+}
