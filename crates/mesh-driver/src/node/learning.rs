@@ -494,6 +494,8 @@ fn load_data(dir: &Path, record: &RunRecord, index: usize) -> Result<LocalData, 
 /// A run this node takes part in.
 struct Active {
     id: String,
+    /// The run's task id (its plan's hash), the key of the runs map.
+    task: Digest,
     /// The height of its run record.
     height: u64,
     record: RunRecord,
@@ -804,6 +806,7 @@ fn start_run(
                 task,
                 Active {
                     id: info.id,
+                    task,
                     height,
                     record,
                     index,
@@ -833,7 +836,7 @@ fn drain(
     sends: &Arc<Semaphore>,
     done: &mpsc::Sender<Done>,
 ) {
-    let task = run.node_task();
+    let task = run.task;
     let mut local: VecDeque<Vec<u8>> = VecDeque::new();
     loop {
         while let Some(bytes) = local.pop_front() {
@@ -926,12 +929,6 @@ fn drain(
                 tracing::info!(run = %run.id, "federated run finished");
             }
         }
-    }
-}
-
-impl Active {
-    fn node_task(&self) -> Digest {
-        self.record.plan().task()
     }
 }
 
